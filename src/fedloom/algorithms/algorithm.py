@@ -1,0 +1,103 @@
+"""An algorithm is a value: client work, update stages, a reducer, a server optimizer.
+
+It holds no state and no transport, so the same value runs in one process, in the simulator and
+over gRPC. The engine drives it; :class:`ClientProgram` is the part that runs on a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from fedloom.client.work import Array, ClientWork
+from fedloom.core.layout import Vector
+from fedloom.core.messages import Broadcast, ClientResult, ClientState
+from fedloom.optimizers import SGD, Optimizer
+from fedloom.reducers import Reducer, WeightedMean
+from fedloom.stages import Stage, check_pipeline
+
+
+class ServerCorrection(Protocol):
+    """Server-side algorithm state beyond the model (SCAFFOLD's ``c``, FedNova's rescaling).
+
+    ``init`` returns the named vectors broadcast with the model every round; ``apply`` turns the
+    reduced update and the cohort's results into the final update and the next vectors.
+    """
+
+    def init(self, params: Vector) -> dict[str, Vector]: ...
+
+    def expected_extras(self, size: int) -> dict[str, int]:
+        """Names and lengths of the extra vectors every client result must carry."""
+        ...
+
+    def apply(
+        self,
+        aggregate: Vector,
+        results: Sequence[ClientResult],
+        extras: Mapping[str, Vector],
+        population: int,
+    ) -> tuple[Vector, dict[str, Vector]]: ...
+
+
+@dataclass(frozen=True)
+class ClientProgram:
+    """What runs on a client each round: local work, then the client halves of the stages."""
+
+    work: ClientWork
+    stages: tuple[Stage, ...] = ()
+
+    def run(
+        self, broadcast: Broadcast, x: Array, y: Array, state: ClientState
+    ) -> tuple[ClientResult, ClientState]:
+        result, state = self.work.train(broadcast, x, y, state)
+        if not self.stages:
+            return result, state
+        # The stages draw from their own stream so adding one never shifts training's randomness.
+        rng = np.random.default_rng([broadcast.seed, 1])
+        update = result.update
+        metrics = dict(result.metrics)
+        for stage in self.stages:
+            update, stage_metrics = stage.client(
+                update, broadcast.stage_config.get(stage.name, {}), rng
+            )
+            metrics.update({f"{stage.name}.{k}": v for k, v in stage_metrics.items()})
+        return replace(result, update=update, metrics=metrics), state
+
+    def evaluate(self, params: Vector, x: Array, y: Array) -> dict[str, float]:
+        """The model's metrics on ``(x, y)``."""
+        return self.work.model.evaluate(params, x, y)
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A federated algorithm, assembled from parts; build one with a recipe such as ``fedavg``."""
+
+    name: str
+    work: ClientWork
+    server_optimizer: Optimizer = field(default_factory=SGD)
+    reducer: Reducer = field(default_factory=WeightedMean)
+    stages: tuple[Stage, ...] = ()
+    correction: ServerCorrection | None = None
+
+    def __post_init__(self) -> None:
+        check_pipeline(self.stages, self.reducer)
+
+    @property
+    def client(self) -> ClientProgram:
+        """The client-side program of this algorithm."""
+        return ClientProgram(self.work, self.stages)
+
+    def with_stages(self, *stages: Stage) -> Algorithm:
+        """This algorithm with ``stages`` appended to its pipeline (in data order)."""
+        return replace(self, stages=self.stages + tuple(stages))
+
+    def with_reducer(self, reducer: Reducer) -> Algorithm:
+        """This algorithm with another reducer, checked against its stages."""
+        return replace(self, reducer=reducer)
+
+    def with_server_optimizer(self, optimizer: Optimizer) -> Algorithm:
+        """This algorithm with another server optimizer."""
+        return replace(self, server_optimizer=optimizer)

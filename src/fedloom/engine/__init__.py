@@ -1,0 +1,39 @@
+"""The engine: one round as a function, the loop around it, cohort sampling, and history."""
+
+from fedloom.engine.history import History, Rejection, RoundRecord
+from fedloom.engine.loop import Schedule, Target, schedule, train
+from fedloom.engine.rounds import ServerState, init_state, run_round
+from fedloom.engine.sampling import Sampler, fixed, fraction, poisson
+from fedloom.engine.tasks import (
+    EvaluateTask,
+    Evaluation,
+    Executor,
+    Failure,
+    Reply,
+    Task,
+    TrainTask,
+)
+
+__all__ = [
+    "EvaluateTask",
+    "Evaluation",
+    "Executor",
+    "Failure",
+    "History",
+    "Rejection",
+    "Reply",
+    "RoundRecord",
+    "Sampler",
+    "Schedule",
+    "ServerState",
+    "Target",
+    "Task",
+    "TrainTask",
+    "fixed",
+    "fraction",
+    "init_state",
+    "poisson",
+    "run_round",
+    "schedule",
+    "train",
+]

@@ -1,0 +1,185 @@
+"""One round of federated training, as a plain function from server state to server state.
+
+sample → broadcast → collect → check → reduce → server stages → correction → server optimizer.
+The loop around it (:mod:`fedloom.engine.loop`) adds evaluation and stopping rules.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from fedloom.algorithms import Algorithm
+from fedloom.core.layout import Layout, Vector
+from fedloom.core.messages import Broadcast, ClientResult
+from fedloom.engine.history import Rejection, RoundRecord, weighted_average
+from fedloom.engine.sampling import Sampler
+from fedloom.engine.tasks import Executor, Failure, TrainTask
+from fedloom.optimizers import OptimizerState
+from fedloom.stages import StageState
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """Everything the server carries from one round to the next; a checkpoint is this value."""
+
+    round: int
+    params: Vector
+    optimizer: OptimizerState
+    extras: Mapping[str, Vector]
+    stages: tuple[StageState, ...]
+
+
+def init_state(algorithm: Algorithm, params: Vector) -> ServerState:
+    """Server state before round 0, starting from ``params``."""
+    layout = algorithm.work.model.layout
+    params = layout.check(params, what="initial params").copy()
+    extras = algorithm.correction.init(params) if algorithm.correction else {}
+    return ServerState(
+        round=0,
+        params=params,
+        optimizer=algorithm.server_optimizer.init(params),
+        extras=extras,
+        stages=tuple(stage.init(layout) for stage in algorithm.stages),
+    )
+
+
+def client_seed(seed: int, round_: int, client: int) -> int:
+    """A client's own seed for a round: independent of which other clients were sampled."""
+    return int(np.random.SeedSequence([seed, round_, client]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def run_round(
+    algorithm: Algorithm,
+    state: ServerState,
+    executor: Executor,
+    *,
+    population: Sequence[int],
+    sampler: Sampler,
+    seed: int,
+    min_cohort: int = 1,
+) -> tuple[ServerState, RoundRecord]:
+    """Run round ``state.round``; return the next state and what happened."""
+    started = time.perf_counter()
+    round_ = state.round
+    positions = sampler.sample(len(population), np.random.default_rng([seed, round_, 0]))
+    cohort = tuple(int(population[p]) for p in positions)
+    params = state.params.copy()
+    params.flags.writeable = False
+    stage_config = {
+        stage.name: stage.config(st)
+        for stage, st in zip(algorithm.stages, state.stages, strict=True)
+    }
+    tasks = [
+        TrainTask(
+            c, Broadcast(round_, params, client_seed(seed, round_, c), state.extras, stage_config)
+        )
+        for c in cohort
+    ]
+    replies = executor.run(tasks) if tasks else []
+
+    layout = algorithm.work.model.layout
+    expected = algorithm.correction.expected_extras(layout.size) if algorithm.correction else {}
+    accepted: list[tuple[int, ClientResult]] = []
+    rejected: list[Rejection] = []
+    for client, reply in zip(cohort, replies, strict=True):
+        problem = check_reply(reply, layout, expected)
+        if problem is None:
+            assert isinstance(reply, ClientResult)
+            accepted.append((client, reply))
+        else:
+            rejected.append(Rejection(client, problem))
+
+    base = {
+        "cohort": float(len(cohort)),
+        "accepted": float(len(accepted)),
+        "rejected": float(len(rejected)),
+    }
+    if len(accepted) < min_cohort:
+        record = RoundRecord(
+            round_,
+            cohort,
+            tuple(c for c, _ in accepted),
+            tuple(rejected),
+            base,
+            aborted=f"{len(accepted)} usable updates, fewer than min_cohort={min_cohort}",
+            seconds=time.perf_counter() - started,
+        )
+        return replace(state, round=round_ + 1), record
+
+    results = [r for _, r in accepted]
+    updates = np.stack([r.update for r in results])
+    weights = np.array([r.num_examples for r in results], dtype=np.float64)
+    aggregate = algorithm.reducer(updates, weights)
+
+    metrics = dict(base)
+    metrics.update(
+        weighted_average([r.metrics for r in results], [r.num_examples for r in results])
+    )
+    stage_states = list(state.stages)
+    client_metrics = [r.metrics for r in results]
+    for i in reversed(range(len(algorithm.stages))):
+        stage = algorithm.stages[i]
+        prefix = f"{stage.name}."
+        own = [
+            {k[len(prefix) :]: v for k, v in m.items() if k.startswith(prefix)}
+            for m in client_metrics
+        ]
+        aggregate, stage_states[i], stage_metrics = stage.server(aggregate, stage_states[i], own)
+        metrics.update({f"{prefix}{k}": v for k, v in stage_metrics.items()})
+
+    extras = state.extras
+    if algorithm.correction is not None:
+        aggregate, extras = algorithm.correction.apply(aggregate, results, extras, len(population))
+
+    step, opt_state = algorithm.server_optimizer.update(aggregate, state.optimizer)
+    new_params = apply_step(layout, state.params, step, aggregate)
+    metrics["update_norm"] = float(np.linalg.norm(aggregate.astype(np.float64)))
+    record = RoundRecord(
+        round_,
+        cohort,
+        tuple(c for c, _ in accepted),
+        tuple(rejected),
+        metrics,
+        seconds=time.perf_counter() - started,
+    )
+    next_state = ServerState(round_ + 1, new_params, opt_state, extras, tuple(stage_states))
+    return next_state, record
+
+
+def apply_step(layout: Layout, params: Vector, step: Vector, aggregate: Vector) -> Vector:
+    """``params + step`` on trainable entries; non-trainable ones (BatchNorm statistics) take the
+    plain aggregate, so server optimizers never act on running statistics."""
+    if layout.trainable_mask.all():
+        return (params + step).astype(np.float32)
+    return np.where(layout.trainable_mask, params + step, params + aggregate).astype(np.float32)
+
+
+def check_reply(reply: object, layout: Layout, expected_extras: Mapping[str, int]) -> str | None:
+    """Why a client's reply cannot enter the aggregate, or ``None`` if it can."""
+    if isinstance(reply, Failure):
+        return f"client failed: {reply.reason}"
+    if not isinstance(reply, ClientResult):
+        return f"expected a training result, got {type(reply).__name__}"
+    update = np.asarray(reply.update)
+    if update.shape != (layout.size,):
+        return f"update has shape {update.shape}, expected ({layout.size},)"
+    if not np.all(np.isfinite(update)):
+        return "update contains NaN or infinity"
+    if isinstance(reply.num_examples, bool) or not isinstance(reply.num_examples, int | np.integer):
+        return f"num_examples must be an integer, got {reply.num_examples!r}"
+    if reply.num_examples <= 0:
+        return f"num_examples must be > 0, got {reply.num_examples}"
+    for name, size in expected_extras.items():
+        extra = reply.extras.get(name)
+        if extra is None:
+            return f"missing the {name!r} vector this algorithm needs"
+        extra = np.asarray(extra)
+        if extra.shape != (size,):
+            return f"{name!r} has shape {extra.shape}, expected ({size},)"
+        if not np.all(np.isfinite(extra)):
+            return f"{name!r} contains NaN or infinity"
+    return None

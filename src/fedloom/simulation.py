@@ -1,0 +1,68 @@
+"""``simulate``: train an algorithm over a federated dataset on this machine."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fedloom.algorithms import Algorithm
+from fedloom.core.layout import Vector
+from fedloom.data import FederatedData
+from fedloom.engine import Executor, History, Sampler, Target, schedule, train
+from fedloom.engine.loop import RoundCallback
+from fedloom.executors import InProcessExecutor
+
+EXECUTORS = ("inprocess",)
+
+
+def simulate(
+    algorithm: Algorithm,
+    data: FederatedData,
+    *,
+    rounds: int,
+    cohort: int | float | Sampler,
+    seed: int = 0,
+    min_cohort: int = 1,
+    eval_every: int = 1,
+    federated_eval: bool = True,
+    target: Target | tuple[str, float] | None = None,
+    executor: str | Executor = "inprocess",
+    params: Vector | None = None,
+    on_round: RoundCallback | None = None,
+) -> History:
+    """Train ``algorithm`` on ``data``'s clients for ``rounds`` rounds and return the history.
+
+    ``cohort`` is a client count, a fraction of the population, or a sampler
+    (``fedloom.fixed``, ``fedloom.fraction``, ``fedloom.poisson``). Every ``eval_every`` rounds
+    the global model is evaluated on the held-out test set (``test_*`` metrics) and, with
+    ``federated_eval``, on every client's local test split (``client_test_*``, example-weighted).
+    The same ``seed`` gives bit-identical parameters.
+    """
+    plan = schedule(
+        rounds=rounds,
+        cohort=cohort,
+        seed=seed,
+        min_cohort=min_cohort,
+        eval_every=eval_every,
+        federated_eval=federated_eval,
+        target=target,
+    )
+    if isinstance(executor, str):
+        if executor not in EXECUTORS:
+            raise ValueError(
+                f"executor must be one of {list(EXECUTORS)} or an Executor, got {executor!r}"
+            )
+        executor = InProcessExecutor(algorithm.client, data.clients)
+    model = algorithm.work.model
+
+    def evaluate(p: Vector) -> Mapping[str, float]:
+        return model.evaluate(p, data.test_x, data.test_y)
+
+    return train(
+        algorithm,
+        executor,
+        plan,
+        population=[c.client_id for c in data.clients],
+        params=params,
+        evaluate=evaluate if len(data.test_y) else None,
+        on_round=on_round,
+    )

@@ -1,0 +1,138 @@
+"""Update stages: a cross-cutting concern with a client half and a server half.
+
+On every client the halves run in pipeline order on the update (clip → noise → compress → mask);
+the reducer combines the cohort; on the server the halves run in reverse on the aggregate
+(unmask → decode → add central noise). A stage's configuration is a frozen dataclass, so it can be
+printed, recorded and sent to a client; its server state is explicit: ``init`` makes it and
+``server`` returns the next one.
+
+:func:`check_pipeline` runs when an algorithm is built and refuses combinations that cannot work,
+naming the stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from fedloom.core import validate
+from fedloom.core.layout import Layout, Vector
+from fedloom.reducers import Reducer
+
+StageState = Any
+"""A stage's server state: whatever its ``init`` returns; ``None`` for stateless stages."""
+
+
+@dataclass(frozen=True)
+class StageTraits:
+    """What a stage needs from the rest of the pipeline, checked at build time.
+
+    ``needs_linear_reducer``: the server half only works on a (weighted) sum of client outputs,
+    as secure aggregation and quantizers decoded after summation do.
+    """
+
+    needs_linear_reducer: bool = False
+
+
+class Stage(Protocol):
+    """One concern, split across client and server."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def traits(self) -> StageTraits: ...
+
+    def init(self, layout: Layout) -> StageState:
+        """Server state before the first round."""
+        ...
+
+    def config(self, state: StageState) -> Mapping[str, float]:
+        """Numbers the client half needs this round (an adaptive clipping bound, say)."""
+        ...
+
+    def client(
+        self, update: Vector, config: Mapping[str, float], rng: np.random.Generator
+    ) -> tuple[Vector, dict[str, float]]:
+        """Client half: transform this client's update; return it and measurements."""
+        ...
+
+    def server(
+        self, aggregate: Vector, state: StageState, client_metrics: Sequence[Mapping[str, float]]
+    ) -> tuple[Vector, StageState, dict[str, float]]:
+        """Server half: transform the reduced aggregate; ``client_metrics`` are the cohort's
+        measurements from the client half, in cohort order."""
+        ...
+
+
+@dataclass(frozen=True)
+class ClipByNorm:
+    """Scale each client's update to L2 norm at most ``bound``: ``u · min(1, bound / ‖u‖)``.
+
+    Reports each update's norm before clipping and the fraction of the cohort that was clipped.
+    Clipping bounds a client's influence on the aggregate; it is the first stage of DP-FedAvg.
+    """
+
+    bound: float
+    name: str = "clip"
+
+    def __post_init__(self) -> None:
+        validate.positive("bound", self.bound)
+
+    @property
+    def traits(self) -> StageTraits:
+        return StageTraits()
+
+    def init(self, layout: Layout) -> StageState:
+        return None
+
+    def config(self, state: StageState) -> Mapping[str, float]:
+        return {"bound": self.bound}
+
+    def client(
+        self, update: Vector, config: Mapping[str, float], rng: np.random.Generator
+    ) -> tuple[Vector, dict[str, float]]:
+        bound = config.get("bound", self.bound)
+        norm = float(np.linalg.norm(update.astype(np.float64)))
+        scale = min(1.0, bound / norm) if norm > 0 else 1.0
+        clipped = (update * np.float32(scale)).astype(np.float32)
+        return clipped, {"norm": norm, "clipped": float(scale < 1.0)}
+
+    def server(
+        self, aggregate: Vector, state: StageState, client_metrics: Sequence[Mapping[str, float]]
+    ) -> tuple[Vector, StageState, dict[str, float]]:
+        clipped = [m["clipped"] for m in client_metrics if "clipped" in m]
+        norms = [m["norm"] for m in client_metrics if "norm" in m]
+        metrics = {}
+        if clipped:
+            metrics = {
+                "clipped_fraction": float(np.mean(clipped)),
+                "median_norm": float(np.median(norms)),
+            }
+        return aggregate, state, metrics
+
+
+def clip_by_norm(bound: float) -> ClipByNorm:
+    """A stage that clips every client update to L2 norm ``bound``."""
+    return ClipByNorm(bound=bound)
+
+
+def check_pipeline(stages: Sequence[Stage], reducer: Reducer) -> None:
+    """Refuse a pipeline whose stages cannot work together, naming the stage at fault."""
+    names = [s.name for s in stages]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"stage names must be unique within a pipeline; repeated: {repeated}. "
+            "Give the second instance its own name= argument."
+        )
+    for stage in stages:
+        if stage.traits.needs_linear_reducer and not reducer.linear:
+            raise ValueError(
+                f"stage {stage.name!r} can only be decoded from a (weighted) sum, but the reducer "
+                f"{type(reducer).__name__} is not linear; use weighted_mean or mean, "
+                "or drop the stage"
+            )
