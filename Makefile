@@ -31,7 +31,7 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 test: lint typecheck
-	$(PY) -m pytest -n 2 -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 -q
 
 bench: setup
 	$(PY) examples/noniid.py --rounds 50 --markdown docs/results.md

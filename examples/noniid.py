@@ -37,7 +37,7 @@ def main() -> None:
         f"distance to the pooled label distribution = {report.skew:.3f}"
     )
 
-    train = fl.torch.local_sgd(fl.torch.mlp(64, [64], 10), lr=0.05, epochs=2, batch_size=16)
+    train = fl.torch.local_sgd(fl.torch.mlp(64, [64], 10), lr=0.2, epochs=2, batch_size=16)
     algorithms = {
         "FedAvg": fl.fedavg(train),
         "FedProx (mu=0.01)": fl.fedprox(train, mu=0.01),

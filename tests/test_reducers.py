@@ -109,5 +109,5 @@ BAD_COHORTS = [
 def test_a_bad_cohort_raises_value_error(
     reducer: Reducer, updates: np.ndarray, weights: np.ndarray
 ) -> None:
-    with pytest.raises(ValueError, match="updates|weights"):
+    with pytest.raises(ValueError, match=r"^(updates|weights) must"):
         reducer(updates, weights)

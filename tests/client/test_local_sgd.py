@@ -108,9 +108,7 @@ C_CLIENT = np.array([0.3, 0.1, -0.1], dtype=np.float32)
 
 def test_scaffold_option_two_by_hand() -> None:
     state: ClientState = {CONTROL: C_CLIENT, "other": np.ones(1, dtype=np.float32)}
-    result, new_state = train(
-        local(control_variates=True), extras={CONTROL: C_SERVER}, state=state
-    )
+    result, new_state = train(local(control_variates=True), extras={CONTROL: C_SERVER}, state=state)
     # y ← y - η (g(y) - c_i + c), and c - c_i = [-0.2, -0.3, 0.1].
     # Step 1: g + c - c_i = [-7.2, -0.3, -2.9] → y1 = [0.72, 0.03, 0.29].
     # Step 2: r = [0.72 + 0.06 + 0.29 - 1, 2.16 - 0.03 + 0.29 - 2] = [0.07, 0.42],
@@ -172,10 +170,12 @@ class ConstantSlope:
     """``loss = g · w`` on trainable ``w``, beside a non-trainable ``stat`` entry.
 
     The gradient is the same ``g`` everywhere, which makes every local trajectory a closed form.
-    ``seen`` records each batch's ``x`` (the examples' indices).
+    With ``counting``, each forward pass adds 1 to ``stat`` in place, as BatchNorm updates its
+    running statistics. ``seen`` records each batch's ``x`` (the examples' indices).
     """
 
     slope: tuple[float, float] = (1.0, -2.0)
+    counting: bool = False
     seen: list[list[int]] = field(default_factory=list, compare=False)
 
     @property
@@ -187,11 +187,13 @@ class ConstantSlope:
 
     def loss_and_grad(self, params: Vector, x: Any, y: Any) -> tuple[float, Vector]:
         self.seen.append([int(i) for i in np.asarray(x).reshape(-1)])
+        if self.counting:
+            params[2] += 1.0
         g = np.array([*self.slope, 0.0], dtype=np.float32)
-        return float(g @ params), g
+        return float(g[:2] @ params[:2]), g
 
     def evaluate(self, params: Vector, x: Any, y: Any) -> dict[str, float]:
-        return {"loss": float(np.array([*self.slope, 0.0]) @ params)}
+        return {"loss": float(np.array(self.slope) @ params[:2])}
 
 
 INDEX_X = np.arange(4, dtype=np.float32)[:, None]
@@ -330,3 +332,28 @@ def test_invalid_configurations_raise_value_error(options: dict[str, Any], name:
 def test_a_client_without_examples_cannot_train() -> None:
     with pytest.raises(ValueError, match="no training examples"):
         train(local(), x=X[:0], y=Y[:0])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"weight_decay": 0.3},
+        {"prox_mu": 0.5},
+        {"control_variates": True},
+        {"momentum": 0.9, "weight_decay": 0.3, "prox_mu": 0.5},
+        {"optimizer": "adam", "weight_decay": 0.3, "prox_mu": 0.5},
+    ],
+    ids=["decay", "prox", "scaffold", "momentum", "adam"],
+)
+def test_non_trainable_entries_move_only_as_the_model_moves_them(options: dict[str, Any]) -> None:
+    work = local(model=ConstantSlope(counting=True), steps=3, **options)
+    start = np.array([0.5, -1.0, 7.0], dtype=np.float32)
+    c = np.array([0.1, 0.2, 3.0], dtype=np.float32)
+    result, new_state = train(
+        work, start, x=INDEX_X, y=INDEX_Y, extras={CONTROL: c}, state={CONTROL: ZERO}
+    )
+    # Three forward passes, each adding 1; no optimizer, decay, prox or control term on top.
+    assert result.update[2] == 3.0
+    if options.get("control_variates"):
+        assert new_state[CONTROL][2] == 0.0
+        assert result.extras[CONTROL][2] == 0.0
