@@ -130,14 +130,15 @@ class Adaptive:
     def update(self, delta: Vector, state: OptimizerState) -> tuple[Vector, OptimizerState]:
         assert state.m is not None and state.v is not None, "update needs the state from init"
         b1, b2 = np.float32(self.beta1), np.float32(self.beta2)
+        one_minus_b1, one_minus_b2 = np.float32(1 - self.beta1), np.float32(1 - self.beta2)
         sq = delta * delta
-        m = b1 * state.m + (np.float32(1) - b1) * delta
+        m = b1 * state.m + one_minus_b1 * delta
         if self.rule == "adagrad":
             v = state.v + sq
         elif self.rule == "yogi":
-            v = state.v - (np.float32(1) - b2) * sq * np.sign(state.v - sq)
+            v = state.v - one_minus_b2 * sq * np.sign(state.v - sq)
         else:
-            v = b2 * state.v + (np.float32(1) - b2) * sq
+            v = b2 * state.v + one_minus_b2 * sq
         count = state.count + 1
         m_hat, v_hat = m, v
         if self.bias_correction:

@@ -304,11 +304,17 @@ def test_full_batch_training_ignores_the_seed() -> None:
     np.testing.assert_array_equal(first.update, other.update)
 
 
+def test_steps_alone_or_neither_is_enough() -> None:
+    assert LocalSGD(MODEL, lr=0.1, steps=3).num_steps(100) == 3
+    default = LocalSGD(MODEL, lr=0.1, batch_size=10)
+    assert default.epochs == 1
+    assert default.num_steps(25) == 3
+
+
 @pytest.mark.parametrize(
     ("options", "name"),
     [
         ({"epochs": 2, "steps": 3}, "epochs"),
-        ({"epochs": None, "steps": None}, "epochs"),
         ({"epochs": 0}, "epochs"),
         ({"epochs": None, "steps": 0}, "steps"),
         ({"batch_size": 0}, "batch_size"),

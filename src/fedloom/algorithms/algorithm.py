@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from fedloom.client.work import Array, ClientWork
-from fedloom.core.layout import Vector
+from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.optimizers import SGD, Optimizer
 from fedloom.reducers import Reducer, WeightedMean
@@ -38,7 +38,9 @@ class ServerCorrection(Protocol):
         aggregate: Vector,
         results: Sequence[ClientResult],
         extras: Mapping[str, Vector],
+        *,
         population: int,
+        layout: Layout,
     ) -> tuple[Vector, dict[str, Vector]]: ...
 
 

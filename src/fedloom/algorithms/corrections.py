@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedloom.client.local_sgd import CONTROL, FEDNOVA_NORM
-from fedloom.core.layout import Vector
+from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import ClientResult
 
 
@@ -28,7 +28,9 @@ class ScaffoldControl:
         aggregate: Vector,
         results: Sequence[ClientResult],
         extras: Mapping[str, Vector],
+        *,
         population: int,
+        layout: Layout,
     ) -> tuple[Vector, dict[str, Vector]]:
         total = np.sum([r.extras[CONTROL] for r in results], axis=0, dtype=np.float64)
         control = (extras[CONTROL] + total / population).astype(np.float32)
@@ -39,7 +41,8 @@ class ScaffoldControl:
 class FedNovaScale:
     """FedNova's server step (Wang et al. 2020, eq. 7 with the default τ_eff):
     clients send ``Δ_i / ‖a_i‖₁``, the reducer takes their example-weighted mean, and this
-    multiplies it by ``τ_eff = Σ p_i ‖a_i‖₁`` with ``p_i = n_i / Σ n``."""
+    multiplies it by ``τ_eff = Σ p_i ‖a_i‖₁`` with ``p_i = n_i / Σ n``. Non-trainable entries
+    (running statistics) are averaged plainly: they are not SGD steps."""
 
     def init(self, params: Vector) -> dict[str, Vector]:
         return {}
@@ -52,9 +55,13 @@ class FedNovaScale:
         aggregate: Vector,
         results: Sequence[ClientResult],
         extras: Mapping[str, Vector],
+        *,
         population: int,
+        layout: Layout,
     ) -> tuple[Vector, dict[str, Vector]]:
         weights = np.array([r.num_examples for r in results], dtype=np.float64)
         norms = np.array([float(r.extras[FEDNOVA_NORM][0]) for r in results])
         tau_eff = float(weights @ norms / weights.sum())
-        return (aggregate * np.float32(tau_eff)).astype(np.float32), {}
+        # Only SGD steps were normalized on the clients; running statistics were not.
+        scale = np.where(layout.trainable_mask, np.float32(tau_eff), np.float32(1))
+        return (aggregate * scale).astype(np.float32), {}

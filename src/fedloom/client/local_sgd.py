@@ -38,7 +38,8 @@ FEDNOVA_NORM = "fednova_norm"
 class LocalSGD:
     """Minibatch local training, configured once and sent to every client.
 
-    Exactly one of ``epochs`` (passes over the local data) or ``steps`` (minibatch steps) is set.
+    At most one of ``epochs`` (passes over the local data) or ``steps`` (minibatch steps) is set;
+    with neither, one epoch.
     ``optimizer`` is ``"sgd"`` (with optional ``momentum``) or ``"adam"``. The last minibatch of an
     epoch may be smaller than ``batch_size``. ``prox_mu``, ``control_variates`` and ``normalized``
     are set by the ``fedprox``, ``scaffold`` and ``fednova`` recipes rather than by hand.
@@ -46,7 +47,7 @@ class LocalSGD:
 
     model: Model
     lr: float
-    epochs: int | None = 1
+    epochs: int | None = None
     steps: int | None = None
     batch_size: int = 32
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -58,7 +59,9 @@ class LocalSGD:
 
     def __post_init__(self) -> None:
         validate.positive("lr", self.lr)
-        if (self.epochs is None) == (self.steps is None):
+        if self.epochs is None and self.steps is None:
+            object.__setattr__(self, "epochs", 1)
+        if self.epochs is not None and self.steps is not None:
             raise ValueError(
                 f"set exactly one of epochs or steps, got epochs={self.epochs!r}, "
                 f"steps={self.steps!r}"
@@ -179,7 +182,9 @@ class LocalSGD:
         if self.normalized:
             norm = self.fednova_norm(steps)
             extras[FEDNOVA_NORM] = np.array([norm], dtype=np.float32)
-            update = (update / np.float32(norm)).astype(np.float32)
+            # Running statistics are not SGD steps: they travel unnormalized.
+            scale = np.where(layout.trainable_mask, np.float32(1 / norm), np.float32(1))
+            update = (update * scale).astype(np.float32)
         return ClientResult(update, n, extras=extras, metrics=metrics), new_state
 
 

@@ -133,7 +133,9 @@ def run_round(
 
     extras = state.extras
     if algorithm.correction is not None:
-        aggregate, extras = algorithm.correction.apply(aggregate, results, extras, len(population))
+        aggregate, extras = algorithm.correction.apply(
+            aggregate, results, extras, population=len(population), layout=layout
+        )
 
     step, opt_state = algorithm.server_optimizer.update(aggregate, state.optimizer)
     new_params = apply_step(layout, state.params, step, aggregate)

@@ -15,7 +15,7 @@ def local_sgd(
     make_model: Callable[[], nn.Module],
     *,
     lr: float,
-    epochs: int | None = 1,
+    epochs: int | None = None,
     steps: int | None = None,
     batch_size: int = 32,
     optimizer: Literal["sgd", "adam"] = "sgd",
@@ -27,7 +27,8 @@ def local_sgd(
 
     ``make_model`` builds the module (a picklable callable such as :func:`fedloom.torch.mlp`, so
     the same value can later be sent to worker processes); ``loss`` is ``"cross_entropy"``,
-    ``"bce_with_logits"`` or ``"mse"``. Set ``epochs`` or ``steps``, not both.
+    ``"bce_with_logits"`` or ``"mse"``. Set ``epochs`` or ``steps``, not both; with neither,
+    one epoch.
     """
     return LocalSGD(
         TorchModel(make_model, loss=loss),
