@@ -186,3 +186,25 @@ def test_scaffold_clients_keep_their_control_variates_between_rounds(
         control = executor.states[client][fl.client.CONTROL]
         assert control.shape == (softmax.layout.size,)
         assert np.abs(control).sum() > 0
+
+
+def test_resuming_from_a_server_state_continues_exactly(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression
+) -> None:
+    algorithm = fl.fedadam(fl.local_sgd(softmax, lr=0.1, batch_size=32), server_lr=0.05)
+    population = [c.client_id for c in digits_iid.clients]
+    plan = fl.engine.schedule(rounds=4, cohort=fl.poisson(0.5), seed=11, federated_eval=False)
+
+    def executor() -> InProcessExecutor:
+        return InProcessExecutor(algorithm.client, digits_iid.clients)
+
+    straight = fl.engine.train(algorithm, executor(), plan, population=population)
+    saved: list[fl.engine.ServerState] = []
+    fl.engine.train(
+        algorithm, executor(), replace(plan, rounds=2), population=population,
+        on_round=lambda record, state: saved.append(state),
+    )  # fmt: skip
+    resumed = fl.engine.train(algorithm, executor(), plan, population=population, state=saved[-1])
+    assert [r.round for r in resumed.records] == [2, 3]
+    assert [r.cohort for r in resumed.records] == [r.cohort for r in straight.records[2:]]
+    np.testing.assert_array_equal(resumed.params, straight.params)
