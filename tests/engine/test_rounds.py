@@ -208,3 +208,18 @@ def test_resuming_from_a_server_state_continues_exactly(
     assert [r.round for r in resumed.records] == [2, 3]
     assert [r.cohort for r in resumed.records] == [r.cohort for r in straight.records[2:]]
     np.testing.assert_array_equal(resumed.params, straight.params)
+
+
+def test_bytes_moved_count_every_vector_each_way(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression
+) -> None:
+    size = softmax.layout.size  # 64 * 10 + 10 = 650 float32 entries
+    assert size == 650
+    work = fl.local_sgd(softmax, lr=0.1, batch_size=64)
+    plain = fl.simulate(fl.fedavg(work), digits_iid, rounds=1, cohort=4, federated_eval=False)
+    assert plain.records[0].metrics["bytes_down"] == 4 * 650 * 4
+    assert plain.records[0].metrics["bytes_up"] == 4 * 650 * 4
+    # SCAFFOLD sends the server control variate down and the control change up: twice each way.
+    both = fl.simulate(fl.scaffold(work), digits_iid, rounds=1, cohort=4, federated_eval=False)
+    assert both.records[0].metrics["bytes_down"] == 4 * 2 * 650 * 4
+    assert both.records[0].metrics["bytes_up"] == 4 * 2 * 650 * 4

@@ -97,6 +97,10 @@ def run_round(
         "cohort": float(len(cohort)),
         "accepted": float(len(accepted)),
         "rejected": float(len(rejected)),
+        "bytes_down": float(len(cohort) * _payload_bytes(params, state.extras)),
+        "bytes_up": float(
+            sum(_payload_bytes(r.update, r.extras) for r in replies if isinstance(r, ClientResult))
+        ),
     }
     if len(accepted) < min_cohort:
         record = RoundRecord(
@@ -150,6 +154,11 @@ def run_round(
     )
     next_state = ServerState(round_ + 1, new_params, opt_state, extras, tuple(stage_states))
     return next_state, record
+
+
+def _payload_bytes(vector: Vector, extras: Mapping[str, Vector]) -> int:
+    """Bytes of the vectors in one message, before any encoding (float32: 4 bytes an entry)."""
+    return int(np.asarray(vector).nbytes + sum(np.asarray(v).nbytes for v in extras.values()))
 
 
 def apply_step(layout: Layout, params: Vector, step: Vector, aggregate: Vector) -> Vector:
