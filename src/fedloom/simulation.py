@@ -6,12 +6,11 @@ from collections.abc import Mapping
 
 from fedloom.algorithms import Algorithm
 from fedloom.core.layout import Vector
+from fedloom.core.model import Model
 from fedloom.data import FederatedData
 from fedloom.engine import Executor, History, Sampler, Target, schedule, train
-from fedloom.engine.loop import RoundCallback
-from fedloom.executors import InProcessExecutor
-
-EXECUTORS = ("inprocess",)
+from fedloom.engine.loop import RoundCallback, ServerEvaluation
+from fedloom.executors import EXECUTORS, make_executor
 
 
 def simulate(
@@ -51,18 +50,24 @@ def simulate(
             raise ValueError(
                 f"executor must be one of {list(EXECUTORS)} or an Executor, got {executor!r}"
             )
-        executor = InProcessExecutor(algorithm.client, data.clients)
-    model = algorithm.work.model
-
-    def evaluate(p: Vector) -> Mapping[str, float]:
-        return model.evaluate(p, data.test_x, data.test_y)
-
+        executor = make_executor(executor, algorithm.client, data.clients)
     return train(
         algorithm,
         executor,
         plan,
         population=[c.client_id for c in data.clients],
         params=params,
-        evaluate=evaluate if len(data.test_y) else None,
+        evaluate=held_out_evaluation(algorithm.work.model, data),
         on_round=on_round,
     )
+
+
+def held_out_evaluation(model: Model, data: FederatedData) -> ServerEvaluation | None:
+    """Evaluation of global parameters on ``data``'s central test set; None if it has none."""
+    if len(data.test_y) == 0:
+        return None
+
+    def evaluate(params: Vector) -> Mapping[str, float]:
+        return model.evaluate(params, data.test_x, data.test_y)
+
+    return evaluate

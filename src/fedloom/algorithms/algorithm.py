@@ -55,18 +55,21 @@ class ClientProgram:
         self, broadcast: Broadcast, x: Array, y: Array, state: ClientState
     ) -> tuple[ClientResult, ClientState]:
         result, state = self.work.train(broadcast, x, y, state)
+        return self.finish(broadcast, result), state
+
+    def finish(self, broadcast: Broadcast, result: ClientResult) -> ClientResult:
+        """``result`` through the client halves of the stages, in pipeline order."""
         if not self.stages:
-            return result, state
+            return result
         # The stages draw from their own stream so adding one never shifts training's randomness.
         rng = np.random.default_rng([broadcast.seed, 1])
         update = result.update
         metrics = dict(result.metrics)
         for stage in self.stages:
-            update, stage_metrics = stage.client(
-                update, broadcast.stage_config.get(stage.name, {}), rng
-            )
+            config = broadcast.stage_config.get(stage.name, {})
+            update, stage_metrics = stage.client(update, config, rng)
             metrics.update({f"{stage.name}.{k}": v for k, v in stage_metrics.items()})
-        return replace(result, update=update, metrics=metrics), state
+        return replace(result, update=update, metrics=metrics)
 
     def evaluate(self, params: Vector, x: Array, y: Array) -> dict[str, float]:
         """The model's metrics on ``(x, y)``."""

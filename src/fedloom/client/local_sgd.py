@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from fedloom.client.work import Array
 from fedloom.core import validate
@@ -137,41 +138,73 @@ class LocalSGD:
         start = layout.check(broadcast.params, what="broadcast params")
         mask = layout.trainable_mask.astype(np.float32)
         params = start.copy()
-        rng = np.random.default_rng(broadcast.seed)
         opt = self.local_optimizer()
         opt_state = opt.init(params)
-
-        constant = np.zeros_like(params)
-        client_control = state.get(CONTROL)
-        server_control = broadcast.extras.get(CONTROL)
-        if self.control_variates:
-            if server_control is None:
-                raise ValueError(
-                    f"SCAFFOLD needs the server control variate {CONTROL!r} in the broadcast"
-                )
-            if client_control is None:
-                client_control = np.zeros_like(params)
-            constant = (server_control - client_control) * mask
-
+        constant = self.control_correction(broadcast, state)
         steps = self.num_steps(n)
         losses = np.empty(steps, dtype=np.float64)
-        for step, batch in enumerate(_batches(n, self.batch_size, steps, rng)):
+        rng = np.random.default_rng(broadcast.seed)
+        for step, batch in enumerate(batches(n, self.batch_size, steps, rng)):
             loss, grad = self.model.loss_and_grad(params, x[batch], y[batch])
             losses[step] = loss
-            if self.weight_decay:
-                grad = grad + np.float32(self.weight_decay) * params * mask
-            if self.prox_mu:
-                grad = grad + np.float32(self.prox_mu) * (params - start) * mask
-            if self.control_variates:
-                grad = grad + constant
+            grad = self.corrected_gradient(grad, params, start, mask, constant)
             delta, opt_state = opt.update(-grad, opt_state)
             params = params + delta
+        return self.result(
+            broadcast, state, start=start, params=params, losses=losses, num_examples=n
+        )
 
+    def control_correction(self, broadcast: Broadcast, state: ClientState) -> Vector | None:
+        """SCAFFOLD's constant gradient correction ``c − c_i`` on trainable entries, or None."""
+        if not self.control_variates:
+            return None
+        server_control = broadcast.extras.get(CONTROL)
+        if server_control is None:
+            raise ValueError(
+                f"SCAFFOLD needs the server control variate {CONTROL!r} in the broadcast"
+            )
+        mask = self.model.layout.trainable_mask.astype(np.float32)
+        return ((server_control - _client_control(state, len(server_control))) * mask).astype(
+            np.float32
+        )
+
+    def corrected_gradient(
+        self, grad: Vector, params: Vector, start: Vector, mask: Vector, constant: Vector | None
+    ) -> Vector:
+        """The minibatch gradient plus weight decay, FedProx's and SCAFFOLD's terms, on trainable
+        entries. Elementwise, so it works row by row on ``[clients, dims]`` matrices too."""
+        if self.weight_decay:
+            grad = grad + np.float32(self.weight_decay) * params * mask
+        if self.prox_mu:
+            grad = grad + np.float32(self.prox_mu) * (params - start) * mask
+        if constant is not None:
+            grad = grad + constant
+        return grad
+
+    def result(
+        self,
+        broadcast: Broadcast,
+        state: ClientState,
+        *,
+        start: Vector,
+        params: Vector,
+        losses: npt.NDArray[np.float64],
+        num_examples: int,
+    ) -> tuple[ClientResult, ClientState]:
+        """A client's result and next state once its ``len(losses)`` local steps are done.
+
+        The update ``params − start``; SCAFFOLD's option-II control variate and its change; the
+        ``train_loss`` and ``local_steps`` metrics; FedNova's normalized update and ``‖a_i‖₁``.
+        """
+        steps = len(losses)
+        layout = self.model.layout
         update = (params - start).astype(np.float32)
         extras: dict[str, Vector] = {}
         new_state: ClientState = state
         if self.control_variates:
-            assert client_control is not None and server_control is not None
+            mask = layout.trainable_mask.astype(np.float32)
+            server_control = broadcast.extras[CONTROL]
+            client_control = _client_control(state, layout.size)
             # Option II: c_i+ = c_i - c + (x - y) / (K lr), and x - y = -update.
             new_control = (
                 (client_control - server_control - update / np.float32(steps * self.lr)) * mask
@@ -185,10 +218,15 @@ class LocalSGD:
             # Running statistics are not SGD steps: they travel unnormalized.
             scale = np.where(layout.trainable_mask, np.float32(1 / norm), np.float32(1))
             update = (update * scale).astype(np.float32)
-        return ClientResult(update, n, extras=extras, metrics=metrics), new_state
+        return ClientResult(update, num_examples, extras=extras, metrics=metrics), new_state
 
 
-def _batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
+def _client_control(state: ClientState, size: int) -> Vector:
+    control = state.get(CONTROL)
+    return np.zeros(size, dtype=np.float32) if control is None else control
+
+
+def batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
     """``steps`` minibatch index arrays, reshuffling the data at the start of every epoch."""
     out: list[np.ndarray] = []
     while len(out) < steps:

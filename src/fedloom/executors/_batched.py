@@ -1,0 +1,290 @@
+"""Many clients' local SGD as one batched torch computation, for :mod:`.vectorized`.
+
+A cohort's parameter vectors stack into a ``[clients, dims]`` matrix. Every local step gathers
+each client's minibatch into a padded ``[clients, batch, ...]`` tensor with a ``[clients, batch]``
+mask of real examples, and one ``vmap(grad)`` call (:mod:`torch.func`) gives every client its own
+masked-mean loss and gradient. Gradient corrections and the local optimizer then run on the
+matrix in NumPy, with the very arithmetic of :class:`~fedloom.client.LocalSGD`, so the only
+numerical difference from training clients one by one is the order of floating-point sums inside
+the batched forward and backward passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad_and_value, vmap
+
+from fedloom.client.local_sgd import LocalSGD, batches
+from fedloom.core.layout import Vector
+from fedloom.data import ClientData
+from fedloom.optimizers import OptimizerState
+from fedloom.torch.model import TorchModel
+from fedloom.torch.vectors import StateTensor, module_layout, state_tensors
+
+Indices = npt.NDArray[np.int64]
+
+
+class BatchedModel:
+    """A :class:`TorchModel`'s module as a function of a ``[clients, dims]`` parameter matrix.
+
+    It builds its own module from ``make_model`` (so it never shares the model's cached module
+    and its lock), and runs it in training mode as :meth:`TorchModel.loss_and_grad` does.
+    """
+
+    def __init__(self, model: TorchModel) -> None:
+        with torch.random.fork_rng():
+            module = model.make_model()
+        if module_layout(module) != model.layout:
+            raise ValueError("make_model returned modules with different layouts on two calls")
+        self.module = module
+        self.loss = model.loss
+        self.entries: list[StateTensor] = state_tensors(module)
+        self.compute_dtype = next(
+            (p.dtype for p in module.parameters() if p.is_floating_point()), None
+        )
+        self._sizes = [e.tensor.numel() for e in self.entries]
+        # randomness="error": a module that draws random numbers while training (Dropout) cannot
+        # reproduce the one-client-at-a-time loop, so it must fail here and fall back.
+        self._loss_and_grad: Callable[..., tuple[torch.Tensor, torch.Tensor]] = vmap(
+            grad_and_value(self._masked_loss), randomness="error"
+        )
+
+    def loss_and_grad(
+        self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-client mean losses ``[clients]`` and gradients ``[clients, dims]``.
+
+        ``theta`` is ``[clients, dims]``; ``x`` and ``y`` are ``[clients, batch, ...]``; ``mask``
+        (``[clients, batch]``, bool) marks the real examples, over which each loss is averaged.
+        """
+        self.module.train()
+        grads, losses = self._loss_and_grad(theta, x, y, mask)
+        return losses, grads
+
+    def _masked_loss(
+        self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        tensors = {
+            # Non-trainable entries get no gradient, as in TorchModel.loss_and_grad.
+            entry.name: (chunk if entry.trainable else chunk.detach())
+            .view(entry.tensor.shape)
+            .to(entry.tensor.dtype)
+            for entry, chunk in zip(self.entries, torch.split(theta, self._sizes), strict=True)
+        }
+        output = functional_call(self.module, tensors, (x,))
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"the module must return one tensor, got {type(output).__name__}")
+        per_example = per_example_loss(self.loss, output, y)
+        weights = mask.to(per_example.dtype)
+        return (per_example * weights).sum() / weights.sum()
+
+
+def per_example_loss(loss: str, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The loss of each example of a batch, ``[batch]``; their mean is :class:`TorchModel`'s loss.
+
+    Where one example has several loss terms (``mse`` on vector outputs), they are averaged, which
+    keeps the batch mean equal to PyTorch's mean over all terms.
+    """
+    output = output.to(torch.promote_types(output.dtype, torch.float32))
+    if loss == "cross_entropy":
+        terms = F.cross_entropy(output, y, reduction="none")
+    elif loss == "mse":
+        target = y
+        if y.shape != output.shape:
+            if not (y.ndim == 1 and output.shape == (y.shape[0], 1)):
+                raise ValueError(
+                    f"y must have the shape of the module's output {tuple(output.shape)} for "
+                    f"loss='mse', got {tuple(y.shape)}"
+                )
+            target = y.reshape(-1, 1)
+        terms = F.mse_loss(output, target.to(output.dtype), reduction="none")
+    elif loss == "bce_with_logits":
+        if output.numel() != output.shape[0] or y.numel() != output.shape[0]:
+            raise ValueError("loss='bce_with_logits' needs one output and one label per example")
+        terms = F.binary_cross_entropy_with_logits(
+            output.reshape(-1), y.reshape(-1).to(output.dtype), reduction="none"
+        )
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    return terms.reshape(terms.shape[0], -1).mean(dim=1)
+
+
+class ClientStore:
+    """Every client's training data, concatenated once into two tensors and found by offset.
+
+    Rows are converted as :class:`TorchModel` converts a batch: floating inputs to the module's
+    parameter dtype, labels to ``long`` for cross-entropy and to ``float32`` otherwise.
+    """
+
+    def __init__(self, clients: Sequence[ClientData], model: BatchedModel) -> None:
+        present = [c for c in clients if c.num_train > 0]
+        xs = [np.asarray(c.x_train) for c in present]
+        ys = [np.asarray(c.y_train) for c in present]
+        for what, arrays in (("x_train", xs), ("y_train", ys)):
+            shapes = {a.shape[1:] for a in arrays}
+            if len(shapes) > 1:
+                raise ValueError(f"clients' {what} rows differ in shape: {sorted(shapes)}")
+        if model.loss == "cross_entropy" and not all(
+            np.issubdtype(y.dtype, np.integer) for y in ys
+        ):
+            raise ValueError("loss='cross_entropy' needs integer class labels in every y_train")
+        starts = np.cumsum([0] + [c.num_train for c in present])
+        self.offsets = {c.client_id: int(s) for c, s in zip(present, starts, strict=False)}
+        x = torch.from_numpy(np.ascontiguousarray(np.concatenate(xs))) if xs else torch.empty(0)
+        if x.is_floating_point() and model.compute_dtype is not None:
+            x = x.to(model.compute_dtype)
+        y = torch.from_numpy(np.ascontiguousarray(np.concatenate(ys))) if ys else torch.empty(0)
+        self.x = x
+        self.y = y.long() if model.loss == "cross_entropy" else y.float()
+
+
+@dataclass(frozen=True)
+class ChunkTraining:
+    """What a chunk of clients ended local training with, row for row as given."""
+
+    params: Vector
+    """``[clients, dims]`` parameters after each client's last local step."""
+    losses: list[npt.NDArray[np.float64]]
+    """Each client's loss at each of its local steps."""
+
+
+def train_chunk(
+    work: LocalSGD,
+    model: BatchedModel,
+    store: ClientStore,
+    clients: Sequence[ClientData],
+    starts: Vector,
+    seeds: Sequence[int],
+    constants: Vector | None,
+) -> ChunkTraining:
+    """Run :meth:`LocalSGD.train`'s loop for every client of a chunk at once.
+
+    ``starts`` is the ``[clients, dims]`` matrix of broadcast parameters, ``seeds`` the clients'
+    broadcast seeds, ``constants`` SCAFFOLD's ``(c − c_i) · mask`` rows (None without SCAFFOLD).
+    Clients are sorted by their number of local steps, longest first, so that the clients still
+    training at any step are a prefix of the matrix: that prefix is the step mask, and clients
+    that have finished cost nothing.
+    """
+    sizes = np.array([c.num_train for c in clients])
+    steps = np.array([work.num_steps(int(n)) for n in sizes])
+    order = np.argsort(-steps, kind="stable")
+    batches = [
+        batches(int(sizes[i]), work.batch_size, int(steps[i]), np.random.default_rng(seeds[i]))
+        for i in order
+    ]
+    offsets = np.array([store.offsets[clients[i].client_id] for i in order], dtype=np.int64)
+    sorted_steps = steps[order]
+    start = np.ascontiguousarray(starts[order], dtype=np.float32)
+    constant = None if constants is None else constants[order]
+    params = start.copy()
+    mask = work.model.layout.trainable_mask.astype(np.float32)
+    optimizer = work.local_optimizer()
+    opt_state = optimizer.init(params)
+    losses = np.zeros((len(clients), int(steps.max(initial=0))), dtype=np.float64)
+
+    for step in range(losses.shape[1]):
+        active = int(np.count_nonzero(sorted_steps > step))
+        index, real = _step_indices([b[step] for b in batches[:active]], offsets[:active])
+        loss, grad_t = model.loss_and_grad(
+            torch.from_numpy(params[:active]),
+            store.x[torch.from_numpy(index)],
+            store.y[torch.from_numpy(index)],
+            torch.from_numpy(real),
+        )
+        losses[:active, step] = loss.detach().double().numpy()
+        grad = work.corrected_gradient(
+            grad_t.detach().numpy(),
+            params[:active],
+            start[:active],
+            mask,
+            None if constant is None else constant[:active],
+        )
+        delta, opt_state = optimizer.update(-grad, _first_rows(opt_state, active))
+        params[:active] = params[:active] + delta
+
+    unsort = np.empty_like(order)
+    unsort[order] = np.arange(len(order))
+    return ChunkTraining(
+        params=params[unsort],
+        losses=[losses[row, : sorted_steps[row]] for row in unsort],
+    )
+
+
+def _first_rows(state: OptimizerState, rows: int) -> OptimizerState:
+    """The optimizer state of the clients still training (fedloom's optimizers are elementwise)."""
+    return replace(
+        state,
+        m=None if state.m is None else state.m[:rows],
+        v=None if state.v is None else state.v[:rows],
+    )
+
+
+def _step_indices(
+    batches: Sequence[Indices], offsets: Indices
+) -> tuple[Indices, npt.NDArray[np.bool_]]:
+    """Rows of the store for one step, ``[clients, width]``, and the mask of real examples.
+
+    Short batches are padded with their own first example, so padding never feeds the module
+    values it would not see anyway; the mask gives padded rows zero weight.
+    """
+    counts = np.array([len(b) for b in batches])
+    width = int(counts.max())
+    index = np.empty((len(batches), width), dtype=np.int64)
+    for row, batch in enumerate(batches):
+        index[row, : len(batch)] = batch
+        index[row, len(batch) :] = batch[0]
+    index += offsets[:, None]
+    return index, np.arange(width)[None, :] < counts[:, None]
+
+
+def trial_mismatch(model: TorchModel, batched: BatchedModel, client: ClientData) -> str | None:
+    """Why the batched gradient would differ from :meth:`TorchModel.loss_and_grad`, or None.
+
+    Two virtual clients with different parameters train on ``client``'s first examples: one on
+    up to four of them, the other on the first half of those, padded with the rest. Equal losses
+    and gradients show that per-client parameters, masking and padding work for this module; a
+    module that mixes the examples of a batch (BatchNorm without running statistics) fails.
+    Errors of the batched step propagate.
+    """
+    count = min(client.num_train, 4)
+    real = max(1, count // 2)
+    x, y = np.asarray(client.x_train)[:count], np.asarray(client.y_train)[:count]
+    first = model.init(0)
+    wiggle = np.float32(0.01) * np.sin(np.arange(first.size, dtype=np.float32))
+    second = (first + wiggle).astype(np.float32)
+    try:
+        expected = [
+            model.loss_and_grad(first.copy(), x, y),
+            model.loss_and_grad(second.copy(), x[:real], y[:real]),
+        ]
+    except Exception as error:
+        return (
+            f"a trial step on client {client.client_id} fails even one client at a time "
+            f"({type(error).__name__}: {error})"
+        )
+    store = ClientStore([client], batched)
+    index = torch.arange(count, dtype=torch.int64).repeat(2, 1)
+    masks = torch.arange(count)[None, :] < torch.tensor([[count], [real]])
+    losses, grads = batched.loss_and_grad(
+        torch.from_numpy(np.stack([first, second])), store.x[index], store.y[index], masks
+    )
+    for row, (loss, grad) in enumerate(expected):
+        got_loss, got_grad = float(losses[row]), grads[row].detach().numpy()
+        if not (
+            np.isclose(got_loss, loss, rtol=1e-4, atol=1e-6, equal_nan=True)
+            and np.allclose(got_grad, grad, rtol=1e-3, atol=1e-5, equal_nan=True)
+        ):
+            gap = float(np.max(np.abs(got_grad.astype(np.float64) - grad)))
+            return (
+                "the batched loss and gradient differ from TorchModel.loss_and_grad on a trial "
+                f"batch (loss {got_loss:.6g} vs {loss:.6g}, largest gradient difference "
+                f"{gap:.3g}); the module may mix the examples of a batch (BatchNorm without "
+                "running statistics, say)"
+            )
+    return None
