@@ -16,11 +16,11 @@ from fedloom.algorithms import ALGORITHMS, Algorithm
 from fedloom.client import LocalSGD
 from fedloom.core.model import Model
 from fedloom.engine import Schedule, Target, poisson, schedule
+from fedloom.executors import EXECUTORS
 from fedloom.experiment import checks
 from fedloom.experiment.checks import Options
 from fedloom.experiment.errors import ExperimentError, KeyPath
 from fedloom.linear import SoftmaxRegression
-from fedloom.executors import EXECUTORS
 from fedloom.stages import Stage, clip_by_norm
 
 MODEL_KINDS = ("mlp", "softmax", "linear", "factory")
