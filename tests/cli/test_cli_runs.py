@@ -13,6 +13,17 @@ from fedloom.store import RunStore
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def assert_png_opens(path: Path) -> None:
+    from PIL import Image  # matplotlib's own dependency
+
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(path) as image:
+        image.load()  # decodes every pixel; a truncated file raises here
+        width, height = image.size
+    assert width > 600
+    assert height > 200
+
+
 def test_run_records_every_round_and_the_commands_read_it_back(workdir: Path) -> None:
     (workdir / "a.toml").write_text(experiment_text(name="alpha", algorithm="fedavg"))
     (workdir / "b.toml").write_text(experiment_text(name="beta", algorithm="fedprox"))
@@ -31,7 +42,7 @@ def test_run_records_every_round_and_the_commands_read_it_back(workdir: Path) ->
     out = fedloom("run", "a.toml", "b.toml", "--plot", "cmp.png", cwd=workdir)
     assert "alpha" in out.stdout
     assert "comparison" in out.stdout
-    assert (workdir / "cmp.png").read_bytes()[:8] == PNG_MAGIC
+    assert_png_opens(workdir / "cmp.png")
 
     listed = json.loads(fedloom("runs", "--json", cwd=workdir).stdout)
     assert [r["name"] for r in listed] == ["beta", "alpha"]
@@ -64,7 +75,7 @@ def test_run_records_every_round_and_the_commands_read_it_back(workdir: Path) ->
 
     report = fedloom("report", alpha, listed[0]["run"], "--out", "rep", cwd=workdir).stdout
     assert "report.png" in report
-    assert (workdir / "rep" / "report.png").read_bytes()[:8] == PNG_MAGIC
+    assert_png_opens(workdir / "rep" / "report.png")
     markdown = (workdir / "rep" / "report.md").read_text()
     assert alpha in markdown
     assert listed[0]["run"] in markdown

@@ -74,6 +74,8 @@ def test_matches_in_process(recipe: str, data: FederatedData) -> None:
     expected, got, executor = both(RECIPES[recipe](), data)
     assert executor.vectorized
     assert executor.fallback_reason is None
+    # Every training task really went through the batched path, first rounds included.
+    assert executor.batched_tasks == ROUNDS * 12
     assert_same_history(expected, got)
 
 

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
-from fedloom.client.local_sgd import LocalSGD, batches
+from fedloom.client.local_sgd import LocalSGD
+from fedloom.client.local_sgd import batches as local_batches
 from fedloom.core.layout import Vector
 from fedloom.data import ClientData
 from fedloom.optimizers import OptimizerState
@@ -174,8 +175,10 @@ def train_chunk(
     sizes = np.array([c.num_train for c in clients])
     steps = np.array([work.num_steps(int(n)) for n in sizes])
     order = np.argsort(-steps, kind="stable")
-    batches = [
-        batches(int(sizes[i]), work.batch_size, int(steps[i]), np.random.default_rng(seeds[i]))
+    sequences = [
+        local_batches(
+            int(sizes[i]), work.batch_size, int(steps[i]), np.random.default_rng(seeds[i])
+        )
         for i in order
     ]
     offsets = np.array([store.offsets[clients[i].client_id] for i in order], dtype=np.int64)
@@ -190,7 +193,7 @@ def train_chunk(
 
     for step in range(losses.shape[1]):
         active = int(np.count_nonzero(sorted_steps > step))
-        index, real = _step_indices([b[step] for b in batches[:active]], offsets[:active])
+        index, real = _step_indices([b[step] for b in sequences[:active]], offsets[:active])
         loss, grad_t = model.loss_and_grad(
             torch.from_numpy(params[:active]),
             store.x[torch.from_numpy(index)],

@@ -74,6 +74,8 @@ class VectorizedExecutor:
         self.program = program
         self.strict = strict
         self.max_batch_clients = max_batch_clients
+        self.batched_tasks = 0
+        """Training tasks trained in a batch so far (the rest went one at a time)."""
         self.catch = catch
         self._inprocess = InProcessExecutor(program, clients, catch=catch)
         self.clients = self._inprocess.clients
@@ -141,6 +143,7 @@ class VectorizedExecutor:
             chunk_tasks = [task for _, task in chunk]
             try:
                 outcome = self._train_chunk(batched, chunk_tasks)
+                self.batched_tasks += len(chunk_tasks)
             except Exception as error:
                 # Whatever broke the batch (a bad label in one client's data, say), the in-process
                 # path pins it on the client it belongs to.
