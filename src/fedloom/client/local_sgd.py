@@ -107,12 +107,14 @@ class LocalSGD:
             return Momentum(lr=self.lr, beta=self.momentum)
         return SGD(lr=self.lr)
 
-    def num_steps(self, num_examples: int) -> int:
-        """Local steps τ on ``num_examples`` examples."""
+    def num_steps(self, num_examples: int, limit: int | None = None) -> int:
+        """Local steps τ on ``num_examples`` examples, at most ``limit`` when one is given."""
         if self.steps is not None:
-            return self.steps
-        assert self.epochs is not None
-        return self.epochs * -(-num_examples // self.batch_size)
+            steps = self.steps
+        else:
+            assert self.epochs is not None
+            steps = self.epochs * -(-num_examples // self.batch_size)
+        return steps if limit is None else max(1, min(steps, limit))
 
     def fednova_norm(self, steps: int) -> float:
         """‖a_i‖₁ for ``steps`` local steps (Wang et al. 2020, Section 4 and Appendix).
@@ -141,7 +143,7 @@ class LocalSGD:
         opt = self.local_optimizer()
         opt_state = opt.init(params)
         constant = self.control_correction(broadcast, state)
-        steps = self.num_steps(n)
+        steps = self.num_steps(n, broadcast.max_steps)
         losses = np.empty(steps, dtype=np.float64)
         rng = np.random.default_rng(broadcast.seed)
         for step, batch in enumerate(batches(n, self.batch_size, steps, rng)):

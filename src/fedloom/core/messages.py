@@ -36,6 +36,9 @@ class Broadcast:
     seed: int
     extras: Mapping[str, Vector] = field(default_factory=dict)
     stage_config: StageConfig = field(default_factory=dict)
+    max_steps: int | None = None
+    """The most local steps this client may take this round (what fits before a deadline);
+    None for no limit beyond the client work's own epochs or steps."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from fedloom.client.local_sgd import LocalSGD
 from fedloom.client.local_sgd import batches as local_batches
 from fedloom.core.layout import Vector
+from fedloom.core.messages import Broadcast
 from fedloom.data import ClientData
 from fedloom.optimizers import OptimizerState
 from fedloom.torch.model import TorchModel
@@ -161,23 +162,26 @@ def train_chunk(
     store: ClientStore,
     clients: Sequence[ClientData],
     starts: Vector,
-    seeds: Sequence[int],
+    broadcasts: Sequence[Broadcast],
     constants: Vector | None,
 ) -> ChunkTraining:
     """Run :meth:`LocalSGD.train`'s loop for every client of a chunk at once.
 
-    ``starts`` is the ``[clients, dims]`` matrix of broadcast parameters, ``seeds`` the clients'
-    broadcast seeds, ``constants`` SCAFFOLD's ``(c − c_i) · mask`` rows (None without SCAFFOLD).
+    ``starts`` is the ``[clients, dims]`` matrix of broadcast parameters, ``broadcasts`` the
+    clients' broadcasts (their seeds and step limits), ``constants`` SCAFFOLD's
+    ``(c − c_i) · mask`` rows (None without SCAFFOLD).
     Clients are sorted by their number of local steps, longest first, so that the clients still
     training at any step are a prefix of the matrix: that prefix is the step mask, and clients
     that have finished cost nothing.
     """
     sizes = np.array([c.num_train for c in clients])
-    steps = np.array([work.num_steps(int(n)) for n in sizes])
+    steps = np.array(
+        [work.num_steps(int(n), b.max_steps) for n, b in zip(sizes, broadcasts, strict=True)]
+    )
     order = np.argsort(-steps, kind="stable")
     sequences = [
         local_batches(
-            int(sizes[i]), work.batch_size, int(steps[i]), np.random.default_rng(seeds[i])
+            int(sizes[i]), work.batch_size, int(steps[i]), np.random.default_rng(broadcasts[i].seed)
         )
         for i in order
     ]

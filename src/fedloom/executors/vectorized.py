@@ -137,7 +137,13 @@ class VectorizedExecutor:
             else:
                 replies[position] = self._inprocess.run([task])[0]
         # Clients with similar step counts share a chunk, so few finish long before the rest.
-        ready.sort(key=lambda item: -batched.work.num_steps(self.clients[item[1].client].num_train))
+        ready.sort(
+            key=lambda item: (
+                -batched.work.num_steps(
+                    self.clients[item[1].client].num_train, item[1].broadcast.max_steps
+                )
+            )
+        )
         for low in range(0, len(ready), self.max_batch_clients):
             chunk = ready[low : low + self.max_batch_clients]
             chunk_tasks = [task for _, task in chunk]
@@ -193,7 +199,7 @@ class VectorizedExecutor:
             batched.store,
             clients,
             starts,
-            [task.broadcast.seed for task in tasks],
+            [task.broadcast for task in tasks],
             constants,
         )
         replies: list[Reply] = []
