@@ -1,5 +1,6 @@
 """The engine: one round as a function, the loop around it, cohort sampling, and history."""
 
+from fedloom.engine.buffered import Buffered, train_buffered
 from fedloom.engine.history import History, Rejection, RoundRecord
 from fedloom.engine.loop import Schedule, Target, schedule, train
 from fedloom.engine.rounds import ServerState, init_state, run_round
@@ -15,6 +16,7 @@ from fedloom.engine.tasks import (
 )
 
 __all__ = [
+    "Buffered",
     "EvaluateTask",
     "Evaluation",
     "Executor",
@@ -36,4 +38,5 @@ __all__ = [
     "run_round",
     "schedule",
     "train",
+    "train_buffered",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from fedloom.algorithms import Algorithm
 from fedloom.core.layout import Layout, Vector
@@ -115,14 +116,38 @@ def run_round(
         return replace(state, round=round_ + 1), record
 
     results = [r for _, r in accepted]
-    updates = np.stack([r.update for r in results])
     weights = np.array([r.num_examples for r in results], dtype=np.float64)
-    aggregate = algorithm.reducer(updates, weights)
-
-    metrics = dict(base)
-    metrics.update(
-        weighted_average([r.metrics for r in results], [r.num_examples for r in results])
+    next_state, metrics = apply_results(
+        algorithm, state, results, weights, population=len(population)
     )
+    record = RoundRecord(
+        round_,
+        cohort,
+        tuple(c for c, _ in accepted),
+        tuple(rejected),
+        {**base, **metrics},
+        seconds=time.perf_counter() - started,
+    )
+    return next_state, record
+
+
+def apply_results(
+    algorithm: Algorithm,
+    state: ServerState,
+    results: Sequence[ClientResult],
+    weights: npt.NDArray[np.float64],
+    *,
+    population: int,
+) -> tuple[ServerState, dict[str, float]]:
+    """The server's half of a round on checked results: reduce with ``weights``, the stages'
+    server halves in reverse order, the algorithm's correction, then the server optimizer.
+
+    Returns the state of the next round and the metrics: the clients' example-weighted mean
+    metrics, the stages' own, and the aggregate's norm.
+    """
+    layout = algorithm.work.model.layout
+    aggregate = algorithm.reducer(np.stack([r.update for r in results]), weights)
+    metrics = weighted_average([r.metrics for r in results], [r.num_examples for r in results])
     stage_states = list(state.stages)
     client_metrics = [r.metrics for r in results]
     for i in reversed(range(len(algorithm.stages))):
@@ -138,22 +163,14 @@ def run_round(
     extras = state.extras
     if algorithm.correction is not None:
         aggregate, extras = algorithm.correction.apply(
-            aggregate, results, extras, population=len(population), layout=layout
+            aggregate, results, extras, population=population, layout=layout
         )
 
     step, opt_state = algorithm.server_optimizer.update(aggregate, state.optimizer)
     new_params = apply_step(layout, state.params, step, aggregate)
     metrics["update_norm"] = float(np.linalg.norm(aggregate.astype(np.float64)))
-    record = RoundRecord(
-        round_,
-        cohort,
-        tuple(c for c, _ in accepted),
-        tuple(rejected),
-        metrics,
-        seconds=time.perf_counter() - started,
-    )
-    next_state = ServerState(round_ + 1, new_params, opt_state, extras, tuple(stage_states))
-    return next_state, record
+    next_state = ServerState(state.round + 1, new_params, opt_state, extras, tuple(stage_states))
+    return next_state, metrics
 
 
 def _payload_bytes(vector: Vector, extras: Mapping[str, Vector]) -> int:

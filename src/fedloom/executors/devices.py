@@ -39,6 +39,7 @@ from fedloom.core import validate
 from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.data import ClientData
 from fedloom.engine import Failure, Reply, Task, TrainTask
+from fedloom.engine.buffered import Clock
 from fedloom.executors import SimulatedExecutor
 
 
@@ -174,6 +175,26 @@ class Fleet:
         except KeyError:
             raise ValueError(f"the fleet has no device profile for client {client}") from None
 
+    def seconds(self, client: int, broadcast: Broadcast, examples: int) -> float:
+        """Simulated seconds for ``client`` to download ``broadcast``, train on ``examples``
+        examples and upload an answer of the same size."""
+        profile = self.profile(client)
+        payload = broadcast.params.nbytes + sum(v.nbytes for v in broadcast.extras.values())
+        compute = examples * self.seconds_per_example / profile.speed
+        return payload / profile.downlink + compute + payload / profile.uplink
+
+
+def fleet_clock(fleet: Fleet, work: LocalSGD, clients: Sequence[ClientData]) -> Clock:
+    """The virtual clock of :func:`fedloom.engine.buffered.train_buffered` for ``fleet``: each
+    client's duration for its local steps (one full batch each) plus its transfers."""
+    sizes = {c.client_id: c.num_train for c in clients}
+
+    def seconds(client: int, broadcast: Broadcast) -> float:
+        steps = work.num_steps(sizes[client], broadcast.max_steps)
+        return fleet.seconds(client, broadcast, steps * work.batch_size)
+
+    return seconds
+
 
 class DeviceExecutor:
     """Runs ``inner`` on the clients that make it through a round on their devices.
@@ -226,10 +247,7 @@ class DeviceExecutor:
 
     def duration(self, client: int, broadcast: Broadcast, steps: int) -> float:
         """Simulated seconds for ``client`` to download, take ``steps`` steps and upload."""
-        profile = self.fleet.profile(client)
-        payload = broadcast.params.nbytes + sum(v.nbytes for v in broadcast.extras.values())
-        compute = steps * self.work.batch_size * self.fleet.seconds_per_example / profile.speed
-        return payload / profile.downlink + compute + payload / profile.uplink
+        return self.fleet.seconds(client, broadcast, steps * self.work.batch_size)
 
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         replies: list[Reply | None] = [None] * len(tasks)
