@@ -12,7 +12,7 @@ from fedloom.data import ClientData
 from fedloom.engine import Executor
 from fedloom.executors.inprocess import InProcessExecutor
 
-EXECUTORS = ("inprocess", "vectorized")
+EXECUTORS = ("inprocess", "vectorized", "process")
 """Executor names that run files and ``simulate`` accept."""
 
 
@@ -30,6 +30,8 @@ def make_executor(
 
     ``"vectorized"`` trains the cohort as one batched computation (PyTorch models that vmap can
     handle) and falls back to one client at a time, with a logged reason, for anything else.
+    ``"process"`` runs clients on one worker process per CPU, each holding its clients' data;
+    it is cleaned up when garbage-collected or at exit.
     """
     if name == "inprocess":
         return InProcessExecutor(program, clients)
@@ -37,6 +39,10 @@ def make_executor(
         from fedloom.executors.vectorized import VectorizedExecutor
 
         return VectorizedExecutor(program, clients)
+    if name == "process":
+        from fedloom.executors.pool import PoolExecutor
+
+        return PoolExecutor(program, clients)
     raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {name!r}")
 
 

@@ -160,6 +160,12 @@ def attach_block(name: str) -> SharedMemory:
     return SharedMemory(name=name)
 
 
+def buffer(block: SharedMemory) -> memoryview:
+    """The bytes of an open ``block``."""
+    assert block.buf is not None, "the shared block is closed"
+    return block.buf
+
+
 def release_block(block: SharedMemory, *, unlink: bool) -> None:
     """Unmap ``block`` (and remove its name when ``unlink``), tolerating views still alive and a
     name already gone."""

@@ -1,9 +1,10 @@
 """The typed messages between the process pool's parent and its workers.
 
-Each worker has its own pipe. The parent sends a :class:`Batch` of task specs per wave (and
-``None`` to stop); the worker answers :class:`Ready` once it holds its clients, then
-:class:`Started` and :class:`Done` for every task, in order. Vectors never ride in these
-messages when they fit in shared memory; see :mod:`fedloom.executors._pool_memory`.
+Each worker has its own pipe. The parent sends the pickled program and clients once, then a
+:class:`Batch` of task specs per wave (and ``None`` to stop); the worker answers :class:`Ready`
+once it holds its clients, then :class:`Started` for each batch and :class:`Done` for every task,
+in order. Vectors never ride in these messages when they fit in shared memory; see
+:mod:`fedloom.executors._pool_memory`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class StartFailed:
 
 @dataclass(frozen=True)
 class Started:
-    """The worker began the task at ``position``; its timeout runs from here."""
+    """The worker began a batch with the task at ``position``; its timeout runs from here, and
+    each later task's from the Done of the one before."""
 
     position: int
 

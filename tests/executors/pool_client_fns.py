@@ -1,0 +1,83 @@
+"""Client functions for the process-pool tests, at module level so spawned workers import them.
+
+Each client's feature column 0 holds its own id (see :func:`marked_clients`), which is how a
+function recognises the client it is meant to misbehave for.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+import fedloom as fl
+from fedloom.core.layout import Vector
+from fedloom.data import ClientData, FederatedData
+
+BAD_CLIENT = 3
+FEATURES = 4
+CLASSES = 2
+
+
+def marked_clients(count: int = 6, examples: int = 20) -> FederatedData:
+    """``count`` small clients whose every row starts with the client's id."""
+    rng = np.random.default_rng(0)
+    clients = []
+    for client in range(count):
+        x = rng.normal(size=(examples, FEATURES)).astype(np.float32)
+        x[:, 0] = client
+        y = rng.integers(0, CLASSES, size=examples)
+        clients.append(ClientData(client, x[:15], y[:15], x[15:], y[15:]))
+    return FederatedData("marked", tuple(clients), x[:0], y[:0], CLASSES)
+
+
+def model() -> fl.SoftmaxRegression:
+    return fl.SoftmaxRegression(features=FEATURES, classes=CLASSES)
+
+
+def client_of(x: np.ndarray) -> int:
+    return int(x[0, 0])
+
+
+def one_step(
+    params: Vector, x: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[Vector, Mapping[str, float]]:
+    """A deterministic gradient step on a random half of the data."""
+    rows = np.random.default_rng(seed).permutation(len(x))[: len(x) // 2]
+    _, grad = model().loss_and_grad(params, x[rows], y[rows])
+    return (params - np.float32(0.5) * grad).astype(np.float32), {"client": float(client_of(x))}
+
+
+def raises_for_bad_client(
+    params: Vector, x: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[Vector, Mapping[str, float]]:
+    if client_of(x) == BAD_CLIENT:
+        raise ValueError(f"client {BAD_CLIENT} refuses to train")
+    return one_step(params, x, y, seed)
+
+
+def hangs_for_bad_client(
+    params: Vector, x: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[Vector, Mapping[str, float]]:
+    if client_of(x) == BAD_CLIENT:
+        time.sleep(120)
+    return one_step(params, x, y, seed)
+
+
+def exits_for_bad_client(
+    params: Vector, x: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[Vector, Mapping[str, float]]:
+    if client_of(x) == BAD_CLIENT:
+        os._exit(3)
+    return one_step(params, x, y, seed)
+
+
+def killed_for_bad_client(
+    params: Vector, x: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[Vector, Mapping[str, float]]:
+    if client_of(x) == BAD_CLIENT:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return one_step(params, x, y, seed)
