@@ -92,7 +92,7 @@ def run_experiment(
     try:
         history = train(
             built.algorithm, executor, built.schedule,
-            population=[c.client_id for c in built.data.clients],
+            population=range(len(built.data.clients)),
             evaluate=held_out_evaluation(built.algorithm.work.model, built.data),
             state=state,
             on_round=record,

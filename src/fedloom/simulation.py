@@ -55,7 +55,7 @@ def simulate(
         algorithm,
         executor,
         plan,
-        population=[c.client_id for c in data.clients],
+        population=range(len(data.clients)),
         params=params,
         evaluate=held_out_evaluation(algorithm.work.model, data),
         on_round=on_round,

@@ -68,14 +68,16 @@ class FederatedData:
     """Clients' data plus the server's central held-out test set (which may be empty)."""
 
     name: str
-    clients: tuple[ClientData, ...]
+    clients: Sequence[ClientData]
     test_x: Array
     test_y: Array
     num_classes: int | None
 
     def __post_init__(self) -> None:
-        if not self.clients:
+        if not len(self.clients):
             raise ValueError(f"FederatedData {self.name!r} needs at least one client, got none")
+        if self.lazy:
+            return  # generated on demand: the generator makes client i with client_id i
         for position, client in enumerate(self.clients):
             if client.client_id != position:
                 raise ValueError(
@@ -91,7 +93,27 @@ class FederatedData:
     def __len__(self) -> int:
         return len(self.clients)
 
+    @property
+    def lazy(self) -> bool:
+        """Whether clients are generated on demand (see :mod:`fedloom.data.population`)."""
+        from fedloom.data.population import LazyClients  # it builds on this module
+
+        return isinstance(self.clients, LazyClients)
+
+    def _materialized(self, what: str) -> Sequence[ClientData]:
+        if self.lazy:
+            raise ValueError(
+                f"{what} would generate all {len(self.clients)} clients of {self.name!r}, which "
+                "this dataset makes on demand; generate it with lazy=False for that"
+            )
+        return self.clients
+
     def __repr__(self) -> str:
+        if self.lazy:
+            return (
+                f"FederatedData(name={self.name!r}, clients={len(self)} made on demand, "
+                f"central_test={len(self.test_y)}, num_classes={self.num_classes})"
+            )
         train = sum(c.num_train for c in self.clients)
         return (
             f"FederatedData(name={self.name!r}, clients={len(self)}, train={train}, "
@@ -100,15 +122,17 @@ class FederatedData:
 
     def report(self) -> PartitionReport:
         """How skewed the clients' training label distributions are (see PartitionReport)."""
+        clients = self._materialized("report()")
         return PartitionReport.from_labels(
-            [c.y_train for c in self.clients], num_classes=self.num_classes
+            [c.y_train for c in clients], num_classes=self.num_classes
         )
 
     def pooled(self) -> tuple[Array, Array]:
         """The union of all clients' training data, for a centralized baseline."""
+        clients = self._materialized("pooled()")
         return (
-            np.concatenate([c.x_train for c in self.clients]),
-            np.concatenate([c.y_train for c in self.clients]),
+            np.concatenate([c.x_train for c in clients]),
+            np.concatenate([c.y_train for c in clients]),
         )
 
 

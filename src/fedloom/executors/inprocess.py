@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from fedloom.algorithms import ClientProgram
 from fedloom.core.messages import ClientState
 from fedloom.data import ClientData
+from fedloom.data.population import client_lookup
 from fedloom.engine.tasks import EvaluateTask, Evaluation, Failure, Reply, Task, TrainTask
 
 
@@ -26,9 +27,8 @@ class InProcessExecutor:
         self, program: ClientProgram, clients: Sequence[ClientData], *, catch: bool = True
     ):
         self.program = program
-        self.clients = {c.client_id: c for c in clients}
-        if len(self.clients) != len(clients):
-            raise ValueError("client ids must be unique")
+        self.clients = clients
+        self.client = client_lookup(clients)
         self.catch = catch
         self.states: dict[int, ClientState] = {}
 
@@ -36,7 +36,7 @@ class InProcessExecutor:
         return [self._one(task) for task in tasks]
 
     def _one(self, task: Task) -> Reply:
-        data = self.clients.get(task.client)
+        data = self.client(task.client)
         if data is None:
             return Failure(f"unknown client {task.client}")
         try:

@@ -78,7 +78,7 @@ class VectorizedExecutor:
         """Training tasks trained in a batch so far (the rest went one at a time)."""
         self.catch = catch
         self._inprocess = InProcessExecutor(program, clients, catch=catch)
-        self.clients = self._inprocess.clients
+        self.client = self._inprocess.client
         self._batched, self.fallback_reason = _batched_training(program, clients)
         if self.fallback_reason is not None:
             if strict:
@@ -140,7 +140,7 @@ class VectorizedExecutor:
         ready.sort(
             key=lambda item: (
                 -batched.work.num_steps(
-                    self.clients[item[1].client].num_train, item[1].broadcast.max_steps
+                    self._data(item[1].client).num_train, item[1].broadcast.max_steps
                 )
             )
         )
@@ -165,7 +165,7 @@ class VectorizedExecutor:
 
     def _can_batch(self, work: LocalSGD, task: TrainTask) -> bool:
         """Whether ``task`` is well formed; the in-process path reports one that is not."""
-        data = self.clients.get(task.client)
+        data = self.client(task.client)
         if data is None or data.num_train == 0:
             return False
         size = work.model.layout.size
@@ -177,10 +177,15 @@ class VectorizedExecutor:
                 vectors.append(kept)
         return all(v is not None and np.shape(v) == (size,) for v in vectors)
 
+    def _data(self, client: int) -> ClientData:
+        data = self.client(client)
+        assert data is not None, f"client {client} was checked before batching"
+        return data
+
     def _train_chunk(self, batched: _BatchedTraining, tasks: Sequence[TrainTask]) -> list[Reply]:
         work = batched.work
         layout = work.model.layout
-        clients = [self.clients[task.client] for task in tasks]
+        clients = [self._data(task.client) for task in tasks]
         starts = np.stack(
             [layout.check(t.broadcast.params, what="broadcast params") for t in tasks]
         )
