@@ -61,7 +61,7 @@ class SGD:
         return OptimizerState()
 
     def update(self, delta: Vector, state: OptimizerState) -> tuple[Vector, OptimizerState]:
-        step = (np.float32(self.lr) * delta).astype(np.float32)
+        step = (np.float32(self.lr) * delta).astype(np.float32, copy=False)
         return step, OptimizerState(count=state.count + 1)
 
 
@@ -85,8 +85,8 @@ class Momentum:
         beta = np.float32(self.beta)
         m = beta * state.m + delta
         direction = delta + beta * m if self.nesterov else m
-        step = (np.float32(self.lr) * direction).astype(np.float32)
-        return step, OptimizerState(count=state.count + 1, m=m.astype(np.float32))
+        step = (np.float32(self.lr) * direction).astype(np.float32, copy=False)
+        return step, OptimizerState(count=state.count + 1, m=m.astype(np.float32, copy=False))
 
 
 AdaptiveRule = Literal["adam", "yogi", "adagrad"]
@@ -145,8 +145,8 @@ class Adaptive:
             m_hat = m / np.float32(1 - self.beta1**count)
             v_hat = v / np.float32(1 - self.beta2**count)
         step = np.float32(self.lr) * m_hat / (np.sqrt(v_hat) + np.float32(self.tau))
-        return step.astype(np.float32), OptimizerState(
-            count=count, m=m.astype(np.float32), v=v.astype(np.float32)
+        return step.astype(np.float32, copy=False), OptimizerState(
+            count=count, m=m.astype(np.float32), v=v.astype(np.float32, copy=False)
         )
 
 

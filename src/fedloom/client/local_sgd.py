@@ -200,7 +200,7 @@ class LocalSGD:
         """
         steps = len(losses)
         layout = self.model.layout
-        update = (params - start).astype(np.float32)
+        update = (params - start).astype(np.float32, copy=False)
         extras: dict[str, Vector] = {}
         new_state: ClientState = state
         if self.control_variates:
@@ -219,7 +219,7 @@ class LocalSGD:
             extras[FEDNOVA_NORM] = np.array([norm], dtype=np.float32)
             # Running statistics are not SGD steps: they travel unnormalized.
             scale = np.where(layout.trainable_mask, np.float32(1 / norm), np.float32(1))
-            update = (update * scale).astype(np.float32)
+            update = (update * scale).astype(np.float32, copy=False)
         return ClientResult(update, num_examples, extras=extras, metrics=metrics), new_state
 
 

@@ -182,8 +182,10 @@ def apply_step(layout: Layout, params: Vector, step: Vector, aggregate: Vector) 
     """``params + step`` on trainable entries; non-trainable ones (BatchNorm statistics) take the
     plain aggregate, so server optimizers never act on running statistics."""
     if layout.trainable_mask.all():
-        return (params + step).astype(np.float32)
-    return np.where(layout.trainable_mask, params + step, params + aggregate).astype(np.float32)
+        return (params + step).astype(np.float32, copy=False)
+    return np.where(layout.trainable_mask, params + step, params + aggregate).astype(
+        np.float32, copy=False
+    )
 
 
 def check_reply(reply: object, layout: Layout, expected_extras: Mapping[str, int]) -> str | None:
