@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint typecheck results clean
+.PHONY: setup demo test lint typecheck results bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,8 @@ demo: setup
 		examples/digits-fedprox.toml examples/digits-scaffold.toml --plot runs/demo-comparison.png
 
 lint: setup
-	$(VENV)/bin/ruff check src tests examples
-	$(VENV)/bin/ruff format --check src tests examples
+	$(VENV)/bin/ruff check src tests examples bench
+	$(VENV)/bin/ruff format --check src tests examples bench
 	$(VENV)/bin/lint-imports
 
 typecheck: setup
@@ -39,6 +39,12 @@ test: lint typecheck
 # The README's non-IID table (five algorithms beside a centralized upper bound).
 results: setup
 	OMP_NUM_THREADS=1 $(PY) examples/noniid.py --rounds 30 --markdown docs/results.md
+
+# fedloom's executors beside Flower's simulation engine and a plain PyTorch loop on the same
+# data; writes docs/benchmarks.md and bench/results.json (about 12 minutes; the first run also
+# installs Flower into bench/.venv-flower). Not part of `make test`.
+bench: setup
+	OMP_NUM_THREADS=1 $(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -59,3 +59,19 @@ def test_a_hundred_thousand_devices_train_with_memory_for_a_cohort() -> None:
     clients = data.clients
     assert isinstance(clients, LazyClients)
     assert "100 in memory" in repr(clients)  # two cohorts of 50, out of 100,000
+
+
+def test_executors_that_would_generate_everyone_say_so() -> None:
+    from fedloom.executors.pool import PoolExecutor
+    from fedloom.executors.vectorized import VectorizedExecutor
+
+    data = fl.data.synthetic(1.0, 1.0, clients=100_000, seed=0, lazy=True, eval_devices=5)
+    train = fl.torch.local_sgd(fl.torch.mlp(60, [8], 10), lr=0.1)
+    program = fl.fedavg(train).client
+    with pytest.raises(ValueError, match="made on demand"):
+        PoolExecutor(program, data.clients)
+    vectorized = VectorizedExecutor(program, data.clients)
+    assert not vectorized.vectorized
+    assert vectorized.fallback_reason is not None
+    assert "made on demand" in vectorized.fallback_reason
+    assert "0 in memory" in repr(data.clients)

@@ -38,6 +38,7 @@ import numpy as np
 from fedloom.algorithms import ClientProgram
 from fedloom.core.messages import ClientResult, ClientState
 from fedloom.data import ClientData
+from fedloom.data.population import LazyClients
 from fedloom.engine.tasks import Failure, Reply, Task, TrainTask
 from fedloom.executors._pool_memory import (
     Packer,
@@ -111,6 +112,12 @@ class PoolExecutor:
         methods = multiprocessing.get_all_start_methods()
         if start_method not in methods:
             raise ValueError(f"start_method must be one of {methods}, got {start_method!r}")
+        if isinstance(clients, LazyClients):
+            raise ValueError(
+                "the process executor ships every client's data to its workers at start, so a "
+                "population made on demand (lazy=True) would be generated whole; use the "
+                "inprocess executor for it"
+            )
         by_id = {c.client_id: c for c in clients}
         if len(by_id) != len(clients):
             raise ValueError("client ids must be unique")

@@ -30,6 +30,7 @@ from fedloom.client.local_sgd import CONTROL, LocalSGD
 from fedloom.core.layout import Vector
 from fedloom.core.messages import ClientState
 from fedloom.data import ClientData
+from fedloom.data.population import LazyClients
 from fedloom.engine.tasks import Failure, Reply, Task, TrainTask
 from fedloom.executors._batched import (
     BatchedModel,
@@ -256,6 +257,11 @@ def _batched_training(
         model = BatchedModel(work.model)
     except Exception as error:
         return None, f"the module could not be built ({type(error).__name__}: {error})"
+    if isinstance(clients, LazyClients):
+        return None, (
+            "the population is made on demand (lazy=True), and batching stacks every client's "
+            "data once up front"
+        )
     buffers = [entry.name for entry in model.entries if entry.is_buffer]
     if buffers:
         return None, (
