@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 
@@ -60,7 +59,8 @@ def test_run_records_every_round_and_the_commands_read_it_back(workdir: Path) ->
     assert info.seed == 3
 
     # Any prefix the two ids share (at least their date) names both runs.
-    shared = os.path.commonprefix([alpha, listed[0]["run"]])
+    other = listed[0]["run"]
+    shared = alpha[: next(i for i, (a, b) in enumerate(zip(alpha, other, strict=True)) if a != b)]
     assert len(shared) >= 9
     ambiguous = fedloom("show", shared, cwd=workdir, check=False)
     assert ambiguous.returncode == 2
