@@ -56,6 +56,12 @@ def run_experiment(
     """
     built = build(experiment)
     executor = make_executor(experiment.run.executor, built.algorithm.client, built.data.clients)
+    devices = None
+    if experiment.devices is not None:
+        devices = experiment.devices.executor(
+            executor, built.algorithm.client, built.data.clients, seed=built.schedule.seed
+        )
+        executor = devices
     config = experiment.to_toml()
     state: ServerState | None = None
     if resume is None:
@@ -76,6 +82,13 @@ def run_experiment(
         if checkpoint is not None:
             state = checkpoint.state
             executor.states.update(checkpoint.clients)
+            clocks = [
+                r.metrics["sim_clock"]
+                for r in store.rounds(run_id)
+                if r.round < state.round and "sim_clock" in r.metrics
+            ]
+            if devices is not None and clocks:
+                devices.clock = float(clocks[-1])  # the virtual clock goes on where it was
 
     every = built.checkpoint_every
 

@@ -36,9 +36,9 @@ def test_all_is_the_public_surface() -> None:
     assert sorted(fx.__all__) == sorted(
         [
             "DATASETS", "MODEL_KINDS", "PARTITIONS", "STAGES", "AlgorithmSpec", "Built",
-            "DataSpec", "Experiment", "ExperimentError", "ModelSpec", "PartitionSpec",
-            "RunSpec", "StageSpec", "TargetSpec", "TrainSpec", "build", "load_experiment",
-            "locate", "validate_file",
+            "DataSpec", "DevicesSpec", "Experiment", "ExperimentError", "ModelSpec",
+            "PartitionSpec", "RunSpec", "StageSpec", "TargetSpec", "TrainSpec", "build",
+            "load_experiment", "locate", "validate_file",
         ]
     )  # fmt: skip
     assert issubclass(ExperimentError, ValueError)

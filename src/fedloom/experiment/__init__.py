@@ -8,8 +8,9 @@ The file and the Python API are two faces of one value::
 
 A run file has a top-level ``name`` (and ``description``), then ``[data]`` (with
 ``[data.partition]``), ``[model]``, ``[train]``, ``[algorithm]``, optional ``[[stages]]`` in data
-order, and ``[run]`` (with an optional ``[run.target]``); ``examples/*.toml`` show each. Every
-mistake is an :class:`ExperimentError` naming file, line and key::
+order, ``[run]`` (with an optional ``[run.target]``), and an optional ``[devices]`` for
+heterogeneous devices on a virtual clock; ``examples/*.toml`` show each. Every mistake is an
+:class:`ExperimentError` naming file, line and key::
 
     digits.toml:14: key 'train.lr': must be a finite number > 0, got -0.1
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from fedloom.experiment.build import Built, build
 from fedloom.experiment.data_spec import DATASETS, PARTITIONS, DataSpec, PartitionSpec
+from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError, locate
 from fedloom.experiment.experiment import Experiment, load_experiment, validate_file
 from fedloom.experiment.specs import (
@@ -39,6 +41,7 @@ __all__ = [
     "AlgorithmSpec",
     "Built",
     "DataSpec",
+    "DevicesSpec",
     "Experiment",
     "ExperimentError",
     "ModelSpec",

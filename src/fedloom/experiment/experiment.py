@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fedloom.experiment import checks
 from fedloom.experiment.data_spec import DataSpec
+from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError
 from fedloom.experiment.specs import (
     PLACEHOLDER_MODEL,
@@ -53,6 +54,7 @@ class Experiment:
     run: RunSpec
     stages: tuple[StageSpec, ...] = ()
     description: str = ""
+    devices: DevicesSpec | None = None
     origin: Origin | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -81,6 +83,8 @@ class Experiment:
             if not isinstance(stage, StageSpec):
                 raise ExperimentError(("stages", index), f"must be a StageSpec, got {stage!r}")
         object.__setattr__(self, "stages", stages)
+        if self.devices is not None and not isinstance(self.devices, DevicesSpec):
+            raise ExperimentError(("devices",), f"must be a DevicesSpec, got {self.devices!r}")
         self._check_model_fits_task()
         self._check_cohort()
         self.algorithm.build(self.train.work(PLACEHOLDER_MODEL), self.stages)
@@ -131,6 +135,13 @@ class Experiment:
                 ("run", "cohort"),
                 f"must be at most data.clients = {clients}, got {cohort} "
                 "(a float in (0, 1] is a share of the clients)",
+            )
+        keep = None if self.devices is None else self.devices.keep
+        if keep is not None and not (isinstance(cohort, int) and cohort > keep):
+            raise ExperimentError(
+                ("devices", "keep"),
+                f"over-selection keeps the first {keep} of a larger fixed cohort: set run.cohort "
+                f"to a count above {keep}, got {checks.show(cohort)}",
             )
         if self.run.min_cohort > clients:
             raise ExperimentError(

@@ -19,6 +19,7 @@ import tomli_w
 
 from fedloom.experiment import checks
 from fedloom.experiment.data_spec import DataSpec, PartitionSpec
+from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError, KeyPath, toml_syntax_error
 from fedloom.experiment.specs import (
     AlgorithmSpec,
@@ -32,7 +33,9 @@ from fedloom.experiment.specs import (
 if TYPE_CHECKING:
     from fedloom.experiment.experiment import Experiment
 
-TOP_LEVEL = ("name", "description", "data", "model", "train", "algorithm", "stages", "run")
+TOP_LEVEL = (
+    "name", "description", "data", "model", "train", "algorithm", "stages", "run", "devices",
+)  # fmt: skip
 """The keys of a run file's top level, in the order they are written."""
 
 PATH_OPTION = "path"
@@ -63,6 +66,7 @@ def parse(text: str, *, source: str, base_dir: Path | None) -> Experiment:
             algorithm=AlgorithmSpec(**_fields(_table(document, ("algorithm",)), AlgorithmSpec)),
             stages=tuple(_stage(table, index) for index, table in enumerate(stages)),
             run=_run(_table(document, ("run",))),
+            devices=_devices(_table(document, ("devices",), optional=True), base_dir),
             origin=Origin(source, text),
         )
     except ExperimentError as error:
@@ -138,6 +142,12 @@ def _run(table: dict[str, Any]) -> RunSpec:
     return RunSpec(**arguments)
 
 
+def _devices(table: dict[str, Any] | None, base_dir: Path | None) -> DevicesSpec | None:
+    if table is None:
+        return None
+    return DevicesSpec(**_fields(table, DevicesSpec)).resolved(base_dir)
+
+
 def dump(experiment: Experiment) -> str:
     """The experiment as run-file text."""
     head: dict[str, Any] = {"name": experiment.name}
@@ -149,6 +159,8 @@ def dump(experiment: Experiment) -> str:
     for stage in experiment.stages:
         sections.append("[[stages]]\n" + tomli_w.dumps(_plain(stage)))
     sections.append(tomli_w.dumps({"run": _plain(experiment.run)}))
+    if experiment.devices is not None:
+        sections.append(tomli_w.dumps({"devices": _plain(experiment.devices)}))
     return "\n".join(sections)
 
 
