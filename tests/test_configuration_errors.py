@@ -74,6 +74,6 @@ def test_bad_run_options(data: fl.data.FederatedData) -> None:
     with pytest.raises(ValueError, match="seed must be an integer >= 0"):
         fl.simulate(algorithm, data, rounds=1, cohort=2, seed=-1)
     with pytest.raises(
-        ValueError, match=r"executor must be one of \['inprocess', 'vectorized', 'process'\]"
+        ValueError, match=r"executor must be one of \['inprocess', 'vectorized', 'process', 'ray'\]"
     ):
         fl.simulate(algorithm, data, rounds=1, cohort=2, executor="gpu-cluster")

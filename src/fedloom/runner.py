@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedloom.engine import History, RoundRecord, ServerState, train
-from fedloom.executors import make_executor
+from fedloom.executors import closing_executor, make_executor
 from fedloom.experiment import Experiment, build
 from fedloom.simulation import held_out_evaluation
 from fedloom.store import Checkpoint, RunStore, StoreError, code_version
@@ -56,6 +56,7 @@ def run_experiment(
     """
     built = build(experiment)
     executor = make_executor(experiment.run.executor, built.algorithm.client, built.data.clients)
+    base = executor
     devices = None
     if experiment.devices is not None:
         devices = experiment.devices.executor(
@@ -103,13 +104,14 @@ def run_experiment(
 
     started = time.perf_counter()
     try:
-        history = train(
-            built.algorithm, executor, built.schedule,
-            population=range(len(built.data.clients)),
-            evaluate=held_out_evaluation(built.algorithm.work.model, built.data),
-            state=state,
-            on_round=record,
-        )  # fmt: skip
+        with closing_executor(base):
+            history = train(
+                built.algorithm, executor, built.schedule,
+                population=range(len(built.data.clients)),
+                evaluate=held_out_evaluation(built.algorithm.work.model, built.data),
+                state=state,
+                on_round=record,
+            )  # fmt: skip
     except BaseException:
         store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
         raise

@@ -10,7 +10,7 @@ from fedloom.core.model import Model
 from fedloom.data import FederatedData
 from fedloom.engine import Executor, History, Sampler, Target, schedule, train
 from fedloom.engine.loop import RoundCallback, ServerEvaluation
-from fedloom.executors import EXECUTORS, make_executor
+from fedloom.executors import EXECUTORS, closing_executor, make_executor
 
 
 def simulate(
@@ -45,21 +45,26 @@ def simulate(
         federated_eval=federated_eval,
         target=target,
     )
-    if isinstance(executor, str):
-        if executor not in EXECUTORS:
-            raise ValueError(
-                f"executor must be one of {list(EXECUTORS)} or an Executor, got {executor!r}"
-            )
-        executor = make_executor(executor, algorithm.client, data.clients)
-    return train(
-        algorithm,
-        executor,
-        plan,
-        population=range(len(data.clients)),
-        params=params,
-        evaluate=held_out_evaluation(algorithm.work.model, data),
-        on_round=on_round,
-    )
+    if not isinstance(executor, str):
+        return train(
+            algorithm,
+            executor,
+            plan,
+            population=range(len(data.clients)),
+            params=params,
+            evaluate=held_out_evaluation(algorithm.work.model, data),
+            on_round=on_round,
+        )
+    if executor not in EXECUTORS:
+        raise ValueError(
+            f"executor must be one of {list(EXECUTORS)} or an Executor, got {executor!r}"
+        )
+    with closing_executor(make_executor(executor, algorithm.client, data.clients)) as own:
+        return simulate(
+            algorithm, data, rounds=rounds, cohort=cohort, seed=seed, min_cohort=min_cohort,
+            eval_every=eval_every, federated_eval=federated_eval, target=target,
+            executor=own, params=params, on_round=on_round,
+        )  # fmt: skip
 
 
 def held_out_evaluation(model: Model, data: FederatedData) -> ServerEvaluation | None:

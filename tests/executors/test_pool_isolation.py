@@ -1,7 +1,7 @@
 """A misbehaving client costs only its own task: the rest of the cohort answers exactly as in
 process, a hung or dead worker is replaced, and the next round runs on the replacement.
 
-The client functions live in ``pool_client_fns`` because spawned workers must import them;
+The client functions live in ``client_fns`` because spawned workers must import them;
 pytest puts this directory on ``sys.path`` and spawned workers inherit it.
 """
 
@@ -11,8 +11,8 @@ import os
 import signal
 from multiprocessing.connection import wait
 
+import client_fns as fns
 import numpy as np
-import pool_client_fns as fns
 import pytest
 
 import fedloom as fl

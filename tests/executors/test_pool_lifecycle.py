@@ -10,8 +10,8 @@ import types
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
+import client_fns as fns
 import numpy as np
-import pool_client_fns as fns
 import pytest
 
 import fedloom as fl
@@ -19,7 +19,7 @@ from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.engine.tasks import EvaluateTask, Failure, TrainTask
 from fedloom.executors import pool as pool_module
 from fedloom.executors._pool_memory import create_block
-from fedloom.executors._pool_processes import partition
+from fedloom.executors._workers import partition
 from fedloom.executors.pool import PoolExecutor
 
 DATA = fns.marked_clients()

@@ -3,17 +3,32 @@ as one batched PyTorch computation."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Protocol, TypeVar
 
 from fedloom.algorithms import ClientProgram
+from fedloom.core.errors import MissingExtra
 from fedloom.core.messages import ClientState
 from fedloom.data import ClientData
 from fedloom.engine import Executor
 from fedloom.executors.inprocess import InProcessExecutor
 
-EXECUTORS = ("inprocess", "vectorized", "process")
+E = TypeVar("E")
+
+EXECUTORS = ("inprocess", "vectorized", "process", "ray")
 """Executor names that run files and ``simulate`` accept."""
+
+
+@contextmanager
+def closing_executor(executor: E) -> Iterator[E]:
+    """``executor``, closed on the way out when it has processes to close (pool, Ray)."""
+    try:
+        yield executor
+    finally:
+        close = getattr(executor, "close", None)
+        if callable(close):
+            close()
 
 
 class SimulatedExecutor(Executor, Protocol):
@@ -31,7 +46,8 @@ def make_executor(
     ``"vectorized"`` trains the cohort as one batched computation (PyTorch models that vmap can
     handle) and falls back to one client at a time, with a logged reason, for anything else.
     ``"process"`` runs clients on one worker process per CPU, each holding its clients' data;
-    it is cleaned up when garbage-collected or at exit.
+    ``"ray"`` runs them on Ray actors (a local Ray, or the cluster ``RAY_ADDRESS`` names). Both
+    hold processes: close them (``simulate`` does) or let garbage collection do it.
     """
     if name == "inprocess":
         return InProcessExecutor(program, clients)
@@ -43,7 +59,20 @@ def make_executor(
         from fedloom.executors.pool import PoolExecutor
 
         return PoolExecutor(program, clients)
+    if name == "ray":
+        try:
+            from fedloom.executors.ray_executor import RayExecutor
+        except ImportError as error:
+            raise MissingExtra('executor "ray"', "ray") from error
+
+        return RayExecutor(program, clients)
     raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {name!r}")
 
 
-__all__ = ["EXECUTORS", "InProcessExecutor", "SimulatedExecutor", "make_executor"]
+__all__ = [
+    "EXECUTORS",
+    "InProcessExecutor",
+    "SimulatedExecutor",
+    "closing_executor",
+    "make_executor",
+]

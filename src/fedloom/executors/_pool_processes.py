@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
 from multiprocessing.shared_memory import SharedMemory
 
-from fedloom.data import ClientData
 from fedloom.executors._pool_memory import release_block
 from fedloom.executors._pool_messages import Batch, TaskSpec
 from fedloom.executors._pool_worker import serve
@@ -93,17 +91,3 @@ def shut_down(resources: Resources) -> None:
     for block in resources.blocks.values():
         release_block(block, unlink=True)
     resources.blocks.clear()
-
-
-def partition(clients: Sequence[ClientData], workers: int) -> dict[int, int]:
-    """Each client's worker, balancing training examples: largest client first, each to the
-    worker holding the fewest so far (ties to fewer clients, then the lower index)."""
-    examples = [0] * workers
-    counts = [0] * workers
-    assignment: dict[int, int] = {}
-    for client in sorted(clients, key=lambda c: (-c.num_train, c.client_id)):
-        worker = min(range(workers), key=lambda w: (examples[w], counts[w], w))
-        assignment[client.client_id] = worker
-        examples[worker] += client.num_train
-        counts[worker] += 1
-    return dict(sorted(assignment.items()))

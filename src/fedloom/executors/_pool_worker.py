@@ -7,16 +7,14 @@ moment loses nothing the parent cannot resend to its replacement.
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 import signal
-import sys
 import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 
 from fedloom.core.messages import Broadcast, ClientResult
-from fedloom.engine.tasks import EvaluateTask, Failure, Task, TrainTask
+from fedloom.engine.tasks import EvaluateTask, Task, TrainTask
 from fedloom.executors._pool_memory import (
     SlotWriter,
     attach_block,
@@ -34,6 +32,7 @@ from fedloom.executors._pool_messages import (
     StartFailed,
     TaskSpec,
 )
+from fedloom.executors._workers import failure_from, single_threaded_torch
 from fedloom.executors.inprocess import InProcessExecutor
 
 
@@ -53,7 +52,7 @@ def serve(conn: Connection) -> None:
         program, clients = pickle.loads(payload)
         program = pickle.loads(program)
         executor = InProcessExecutor(program, clients, catch=False)
-        _single_threaded_torch()
+        single_threaded_torch()
     except Exception:
         conn.send(StartFailed(traceback.format_exc()))
         return
@@ -90,8 +89,7 @@ def run_task(
     try:
         reply = executor.run([task])[0]
     except Exception as error:
-        reason = f"{type(error).__name__}: {error}\n{traceback.format_exc().rstrip()}"
-        return Done(spec.position, Failure(reason), None, 0)
+        return Done(spec.position, failure_from(error), None, 0)
     finally:
         state = executor.states.pop(spec.client, None)
     slot = SlotWriter(results, spec.slot, spec.capacity)
@@ -126,12 +124,3 @@ def _attached(blocks: dict[str, SharedMemory], name: str, *, keep: str) -> Share
             release_block(blocks.pop(old), unlink=False)
         block = blocks[name] = attach_block(name)
     return block
-
-
-def _single_threaded_torch() -> None:
-    """One intra-op thread per worker when the program brought PyTorch in (the pool already
-    uses the cores); a program without PyTorch never imports it."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        with contextlib.suppress(Exception):
-            torch.set_num_threads(1)

@@ -58,7 +58,8 @@ from fedloom.executors._pool_messages import (
     StartFailed,
     TaskSpec,
 )
-from fedloom.executors._pool_processes import Resources, WorkerProcess, partition, shut_down
+from fedloom.executors._pool_processes import Resources, WorkerProcess, shut_down
+from fedloom.executors._workers import partition
 
 
 class PoolExecutor:

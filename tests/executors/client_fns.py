@@ -1,4 +1,5 @@
-"""Client functions for the process-pool tests, at module level so spawned workers import them.
+"""Client functions for the process-pool and Ray tests, at module level so spawned workers and
+Ray actors import them.
 
 Each client's feature column 0 holds its own id (see :func:`marked_clients`), which is how a
 function recognises the client it is meant to misbehave for.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -80,4 +83,19 @@ def killed_for_bad_client(
 ) -> tuple[Vector, Mapping[str, float]]:
     if client_of(x) == BAD_CLIENT:
         os.kill(os.getpid(), signal.SIGKILL)
+    return one_step(params, x, y, seed)
+
+
+def once_marker(seed: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"fedloom-ray-test-exited-{seed}"
+
+
+def exits_once_for_bad_client(
+    params: Vector, x: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[Vector, Mapping[str, float]]:
+    """Kills its process the first time the bad client trains with ``seed``, never again: a loss
+    that does not recur, as when memory runs short because of some other program."""
+    if client_of(x) == BAD_CLIENT and not once_marker(seed).exists():
+        once_marker(seed).touch()
+        os._exit(1)
     return one_step(params, x, y, seed)
