@@ -1,5 +1,5 @@
-"""Client functions for the process-pool and Ray tests, at module level so spawned workers and
-Ray actors import them.
+"""Client functions and helpers shared by the process-pool and Ray tests, at module level so
+spawned workers and Ray actors import them.
 
 Each client's feature column 0 holds its own id (see :func:`marked_clients`), which is how a
 function recognises the client it is meant to misbehave for.
@@ -11,14 +11,16 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 import fedloom as fl
 from fedloom.core.layout import Vector
+from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.data import ClientData, FederatedData
+from fedloom.engine.tasks import Reply, Task, TrainTask
 
 BAD_CLIENT = 3
 FEATURES = 4
@@ -99,3 +101,33 @@ def exits_once_for_bad_client(
         once_marker(seed).touch()
         os._exit(1)
     return one_step(params, x, y, seed)
+
+
+def softmax_sgd() -> fl.LocalSGD:
+    """The local training the pool and Ray equivalence tests share."""
+    return fl.local_sgd(fl.SoftmaxRegression(64, 10), lr=0.1, epochs=2, batch_size=16)
+
+
+def scaffold_tasks(clients: list[int]) -> list[Task]:
+    """Round-0 SCAFFOLD training tasks for ``clients`` (repeats allowed), one shared broadcast."""
+    algorithm = fl.scaffold(softmax_sgd())
+    params = algorithm.work.model.init(0)
+    params.flags.writeable = False
+    extras = algorithm.correction.init(params) if algorithm.correction else {}
+    broadcast = Broadcast(0, params, 7, extras)
+    return [TrainTask(c, broadcast) for c in clients]
+
+
+def assert_same_replies(expected: Sequence[Reply], got: Sequence[Reply]) -> None:
+    """Replies equal to the last bit: types, updates, extras, counts and metrics."""
+    assert [type(r) for r in got] == [type(r) for r in expected]
+    for want, have in zip(expected, got, strict=True):
+        if isinstance(want, ClientResult):
+            assert isinstance(have, ClientResult)
+            np.testing.assert_array_equal(have.update, want.update)
+            assert have.extras.keys() == want.extras.keys()
+            for name in want.extras:
+                np.testing.assert_array_equal(have.extras[name], want.extras[name])
+            assert (have.num_examples, have.metrics) == (want.num_examples, want.metrics)
+        else:
+            assert have == want

@@ -7,13 +7,14 @@ different rounds and SCAFFOLD's kept control variates have to travel between rou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+from client_fns import assert_same_replies, scaffold_tasks, softmax_sgd
 
 import fedloom as fl
-from fedloom.core.messages import Broadcast, ClientResult
+from fedloom.core.messages import ClientResult
 from fedloom.data import FederatedData
 from fedloom.engine.tasks import EvaluateTask, Failure, Task, TrainTask
 from fedloom.executors import InProcessExecutor
@@ -27,10 +28,6 @@ COHORT = 6
 @pytest.fixture(scope="module")
 def data() -> FederatedData:
     return fl.data.digits().split(fl.data.dirichlet(0.5), clients=12, seed=0)
-
-
-def softmax_sgd() -> fl.LocalSGD:
-    return fl.local_sgd(fl.SoftmaxRegression(64, 10), lr=0.1, epochs=2, batch_size=16)
 
 
 RECIPES: dict[str, Callable[[], fl.Algorithm]] = {
@@ -73,33 +70,10 @@ def scaffold_pool(data: FederatedData) -> Iterator[PoolExecutor]:
         yield pool
 
 
-def scaffold_tasks(data: FederatedData, clients: list[int]) -> list[Task]:
-    algorithm = fl.scaffold(softmax_sgd())
-    params = algorithm.work.model.init(0)
-    params.flags.writeable = False
-    extras = algorithm.correction.init(params) if algorithm.correction else {}
-    broadcast = Broadcast(0, params, 7, extras)
-    return [TrainTask(c, broadcast) for c in clients]
-
-
-def assert_same_replies(expected: Sequence[object], got: Sequence[object]) -> None:
-    assert [type(r) for r in got] == [type(r) for r in expected]
-    for want, have in zip(expected, got, strict=True):
-        if isinstance(want, ClientResult):
-            assert isinstance(have, ClientResult)
-            np.testing.assert_array_equal(have.update, want.update)
-            assert have.extras.keys() == want.extras.keys()
-            for name in want.extras:
-                np.testing.assert_array_equal(have.extras[name], want.extras[name])
-            assert (have.num_examples, have.metrics) == (want.num_examples, want.metrics)
-        else:
-            assert have == want
-
-
 def test_a_client_listed_twice_trains_from_its_own_new_state(
     data: FederatedData, scaffold_pool: PoolExecutor
 ) -> None:
-    tasks = scaffold_tasks(data, [1, 2, 1, 5, 1])
+    tasks = scaffold_tasks([1, 2, 1, 5, 1])
     reference = InProcessExecutor(fl.scaffold(softmax_sgd()).client, data.clients)
     scaffold_pool.states.clear()
     expected, got = reference.run(tasks), scaffold_pool.run(tasks)
@@ -119,7 +93,7 @@ def test_unknown_clients_and_evaluations_answer_as_in_process(
     params = fl.SoftmaxRegression(64, 10).init(1)
     tasks: list[Task] = [
         EvaluateTask(0, params),
-        *scaffold_tasks(data, [99]),
+        *scaffold_tasks([99]),
         EvaluateTask(11, params),
         EvaluateTask(-1, params),
     ]
@@ -133,7 +107,7 @@ def test_the_broadcast_is_written_once_per_round_not_once_per_client(
     data: FederatedData, scaffold_pool: PoolExecutor
 ) -> None:
     scaffold_pool.states.clear()
-    tasks = scaffold_tasks(data, list(range(12)))
+    tasks = scaffold_tasks(list(range(12)))
     scaffold_pool.run(tasks)
     assert isinstance(tasks[0], TrainTask)
     vector_bytes = tasks[0].broadcast.params.nbytes

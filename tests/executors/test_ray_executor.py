@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import client_fns as fns  # noqa: E402
+from client_fns import assert_same_replies, scaffold_tasks, softmax_sgd  # noqa: E402
 
 import fedloom as fl  # noqa: E402
 from fedloom.client.work import TrainFunction  # noqa: E402
@@ -68,10 +69,6 @@ def digits() -> FederatedData:
     return fl.data.digits().split(fl.data.dirichlet(0.5), clients=12, seed=0)
 
 
-def softmax_sgd() -> fl.LocalSGD:
-    return fl.local_sgd(fl.SoftmaxRegression(64, 10), lr=0.1, epochs=2, batch_size=16)
-
-
 def torch_mlp() -> fl.Algorithm:
     from fedloom.torch import local_sgd, mlp
 
@@ -112,29 +109,6 @@ def test_simulation_matches_in_process_bit_for_bit(recipe: str, digits: Federate
 def scaffold_executor(digits: FederatedData) -> Iterator[RayExecutor]:
     with RayExecutor(fl.scaffold(softmax_sgd()).client, digits.clients, actors=2) as executor:
         yield executor
-
-
-def scaffold_tasks(clients: list[int]) -> list[Task]:
-    algorithm = fl.scaffold(softmax_sgd())
-    params = algorithm.work.model.init(0)
-    params.flags.writeable = False
-    extras = algorithm.correction.init(params) if algorithm.correction else {}
-    broadcast = Broadcast(0, params, 7, extras)
-    return [TrainTask(c, broadcast) for c in clients]
-
-
-def assert_same_replies(expected: Sequence[Reply], got: Sequence[Reply]) -> None:
-    assert [type(r) for r in got] == [type(r) for r in expected]
-    for want, have in zip(expected, got, strict=True):
-        if isinstance(want, ClientResult):
-            assert isinstance(have, ClientResult)
-            np.testing.assert_array_equal(have.update, want.update)
-            assert have.extras.keys() == want.extras.keys()
-            for name in want.extras:
-                np.testing.assert_array_equal(have.extras[name], want.extras[name])
-            assert (have.num_examples, have.metrics) == (want.num_examples, want.metrics)
-        else:
-            assert have == want
 
 
 def test_a_client_listed_twice_trains_from_its_own_new_state(
