@@ -1,15 +1,16 @@
-"""What the process-pool and Ray executors share: who holds which clients, how a client's
-exception is reported, and one PyTorch thread per worker."""
+"""What the executors that fan clients out share: who holds which clients, which tasks may run
+together, how a client's exception is reported, and one PyTorch thread per worker."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Sequence
 
 from fedloom.data import ClientData
-from fedloom.engine.tasks import Failure
+from fedloom.engine.tasks import Failure, Task, TrainTask
 
 
 def partition(clients: Sequence[ClientData], workers: int) -> dict[int, int]:
@@ -39,3 +40,20 @@ def single_threaded_torch() -> None:
     if torch is not None:
         with contextlib.suppress(Exception):
             torch.set_num_threads(1)
+
+
+def waves(tasks: Sequence[Task]) -> list[list[int]]:
+    """Task positions in waves within which no client trains twice (other tasks go in the
+    first); each wave runs after the previous one, so a repeated client starts from the state
+    its earlier task left."""
+    groups: list[list[int]] = [[]]
+    seen: Counter[int] = Counter()
+    for position, task in enumerate(tasks):
+        occurrence = 0
+        if isinstance(task, TrainTask):
+            occurrence = seen[task.client]
+            seen[task.client] += 1
+        while occurrence >= len(groups):
+            groups.append([])
+        groups[occurrence].append(position)
+    return groups

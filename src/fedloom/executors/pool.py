@@ -26,7 +26,6 @@ import pickle
 import signal
 import time
 import weakref
-from collections import Counter
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 from multiprocessing.shared_memory import SharedMemory
@@ -59,7 +58,7 @@ from fedloom.executors._pool_messages import (
     TaskSpec,
 )
 from fedloom.executors._pool_processes import Resources, WorkerProcess, shut_down
-from fedloom.executors._workers import partition
+from fedloom.executors._workers import partition, waves
 
 
 class PoolExecutor:
@@ -190,7 +189,7 @@ class PoolExecutor:
             raise RuntimeError("this PoolExecutor is closed; create a new one")
         replies: list[Reply | None] = [None] * len(tasks)
         try:
-            for wave in _waves(tasks):
+            for wave in waves(tasks):
                 self._run_wave([(p, tasks[p]) for p in wave], replies)
         except BaseException:
             self.close()
@@ -350,22 +349,6 @@ class PoolExecutor:
         """What worker ``index`` starts from: the pickled program and its clients' data."""
         share = self._shares[index]
         return pickle.dumps((self._program, share), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _waves(tasks: Sequence[Task]) -> list[list[int]]:
-    """Task positions in waves within which no client trains twice; each wave runs after the
-    previous one, so a repeated client starts from the state its earlier task left."""
-    waves: list[list[int]] = [[]]
-    seen: Counter[int] = Counter()
-    for position, task in enumerate(tasks):
-        occurrence = 0
-        if isinstance(task, TrainTask):
-            occurrence = seen[task.client]
-            seen[task.client] += 1
-        while occurrence >= len(waves):
-            waves.append([])
-        waves[occurrence].append(position)
-    return waves
 
 
 def _ended(code: int | None) -> str:

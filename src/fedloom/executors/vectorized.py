@@ -19,7 +19,6 @@ with no data, a malformed broadcast), so that their failures read exactly as in 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +37,7 @@ from fedloom.executors._batched import (
     train_chunk,
     trial_mismatch,
 )
+from fedloom.executors._workers import waves
 from fedloom.executors.inprocess import InProcessExecutor
 from fedloom.torch.model import TorchModel
 
@@ -108,18 +108,7 @@ class VectorizedExecutor:
             return self._inprocess.run(tasks)
         replies: list[Reply | None] = [None] * len(tasks)
         # A client listed twice trains twice, the second time from the state the first left.
-        waves: list[list[int]] = []
-        seen: Counter[int] = Counter()
-        for position, task in enumerate(tasks):
-            if isinstance(task, TrainTask):
-                occurrence = seen[task.client]
-                seen[task.client] += 1
-                if occurrence == len(waves):
-                    waves.append([])
-                waves[occurrence].append(position)
-            else:
-                replies[position] = self._inprocess.run([task])[0]
-        for wave in waves:
+        for wave in waves(tasks):
             self._train_wave(self._batched, [(p, tasks[p]) for p in wave], replies)
         assert all(reply is not None for reply in replies)
         return [reply for reply in replies if reply is not None]
