@@ -25,7 +25,7 @@ from fedloom.engine import RoundRecord, ServerState
 from fedloom.experiment import Experiment, ExperimentError, load_experiment, validate_file
 from fedloom.reporting import RunSeries, comparison_rows, plot_runs, write_report
 from fedloom.runner import RoundObserver, run_experiment
-from fedloom.store import RunStore, StoreError
+from fedloom.store import RunInfo, RunStore, StoreError
 from fedloom.tracking import MetricsSink, MLflowSink, TensorBoardSink, TrackingError
 
 STORE_FILE = "fedloom.db"
@@ -254,7 +254,7 @@ def _store(runs_dir: Path, *, create: bool = True) -> RunStore:
     return RunStore.open(path, create=create)
 
 
-def _summary(info: Any) -> dict[str, Any]:
+def _summary(info: RunInfo) -> dict[str, Any]:
     return {
         "run": info.id,
         "name": info.name,
