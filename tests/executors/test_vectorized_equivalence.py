@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 import fedloom as fl
 from fedloom.core.messages import Broadcast
@@ -67,6 +69,32 @@ RECIPES = {
     "fednova-prox": lambda: fl.fednova(replace(work(), prox_mu=0.1)),
     "fedadam-clipped": lambda: fl.fedadam(work()).with_stages(fl.clip_by_norm(0.5)),
 }
+
+
+class TanhNet(nn.Module):
+    """Not an ``nn.Sequential``, so it trains through the general vmap path, not the MLP one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(64, 16)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.hidden(x)))
+
+
+def test_the_general_vmap_path_matches_in_process(data: FederatedData) -> None:
+    algorithm = fl.fedprox(local_sgd(TanhNet, lr=0.1, epochs=2, batch_size=16), mu=0.1)
+    expected, got, executor = both(algorithm, data)
+    assert executor.vectorized
+    assert executor.batched_tasks == ROUNDS * 12
+    assert_same_history(expected, got)
+
+
+def test_plain_mlps_take_the_hand_written_path(data: FederatedData) -> None:
+    executor = VectorizedExecutor(fl.fedavg(work()).client, data.clients)
+    assert executor._batched is not None
+    assert executor._batched.model.dense is not None
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))

@@ -27,6 +27,7 @@ from fedloom.core import validate
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.core.model import Model
+from fedloom.core.seeding import minibatches
 from fedloom.optimizers import SGD, Adaptive, Momentum, Optimizer
 
 CONTROL = "control"
@@ -145,8 +146,8 @@ class LocalSGD:
         constant = self.control_correction(broadcast, state)
         steps = self.num_steps(n, broadcast.max_steps)
         losses = np.empty(steps, dtype=np.float64)
-        rng = np.random.default_rng(broadcast.seed)
-        for step, batch in enumerate(batches(n, self.batch_size, steps, rng)):
+        (plan,) = minibatches([n], self.batch_size, [steps], [broadcast.seed])
+        for step, batch in enumerate(plan):
             loss, grad = self.model.loss_and_grad(params, x[batch], y[batch])
             losses[step] = loss
             grad = self.corrected_gradient(grad, params, start, mask, constant)
@@ -226,15 +227,3 @@ class LocalSGD:
 def _client_control(state: ClientState, size: int) -> Vector:
     control = state.get(CONTROL)
     return np.zeros(size, dtype=np.float32) if control is None else control
-
-
-def batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """``steps`` minibatch index arrays, reshuffling the data at the start of every epoch."""
-    out: list[np.ndarray] = []
-    while len(out) < steps:
-        order = rng.permutation(n)
-        for lo in range(0, n, batch_size):
-            out.append(order[lo : lo + batch_size])
-            if len(out) == steps:
-                break
-    return out

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from fedloom.algorithms import Algorithm
 from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult
+from fedloom.core.seeding import client_seeds
 from fedloom.engine.history import Rejection, RoundRecord, weighted_average
 from fedloom.engine.sampling import Sampler
 from fedloom.engine.tasks import Executor, Failure, TrainTask
@@ -50,7 +51,7 @@ def init_state(algorithm: Algorithm, params: Vector) -> ServerState:
 
 def client_seed(seed: int, round_: int, client: int) -> int:
     """A client's own seed for a round: independent of which other clients were sampled."""
-    return int(np.random.SeedSequence([seed, round_, client]).generate_state(1, np.uint64)[0] >> 1)
+    return int(client_seeds(seed, round_, [client])[0])
 
 
 def run_round(
@@ -74,11 +75,10 @@ def run_round(
         stage.name: stage.config(st)
         for stage, st in zip(algorithm.stages, state.stages, strict=True)
     }
+    seeds = client_seeds(seed, round_, cohort).tolist()
     tasks = [
-        TrainTask(
-            c, Broadcast(round_, params, client_seed(seed, round_, c), state.extras, stage_config)
-        )
-        for c in cohort
+        TrainTask(c, Broadcast(round_, params, s, state.extras, stage_config))
+        for c, s in zip(cohort, seeds, strict=True)
     ]
     replies = executor.run(tasks) if tasks else []
 

@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from fedloom.client.local_sgd import LocalSGD
-from fedloom.client.local_sgd import batches as local_batches
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast
+from fedloom.core.seeding import minibatches
 from fedloom.data import ClientData
+from fedloom.executors._dense import DenseStack
 from fedloom.optimizers import OptimizerState
 from fedloom.torch.model import TorchModel
 from fedloom.torch.vectors import StateTensor, module_layout, state_tensors
@@ -51,6 +52,8 @@ class BatchedModel:
             (p.dtype for p in module.parameters() if p.is_floating_point()), None
         )
         self._sizes = [e.tensor.numel() for e in self.entries]
+        self.dense = DenseStack.of(module, self.entries, self.loss)
+        """The hand-written path for plain MLPs (:mod:`._dense`), or None."""
         # randomness="error": a module that draws random numbers while training (Dropout) cannot
         # reproduce the one-client-at-a-time loop, so it must fail here and fall back.
         self._losses: Callable[..., torch.Tensor] = vmap(self._masked_loss, randomness="error")
@@ -63,6 +66,16 @@ class BatchedModel:
         ``theta`` is ``[clients, dims]``; ``x`` and ``y`` are ``[clients, batch, ...]``; ``mask``
         (``[clients, batch]``, bool) marks the real examples, over which each loss is averaged.
         """
+        if self.dense is not None:
+            computed = self.dense.loss_and_grad(theta, x, y, mask)
+            if computed is not None:
+                return computed
+        return self.general_loss_and_grad(theta, x, y, mask)
+
+    def general_loss_and_grad(
+        self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`loss_and_grad` through ``vmap`` and autograd, for any module."""
         self.module.train()
         # vmap runs the forward pass; one ordinary backward pass of the summed losses then gives
         # every client its own gradient, since client c's loss depends on row c alone. (This
@@ -182,12 +195,12 @@ def train_chunk(
         [work.num_steps(int(n), b.max_steps) for n, b in zip(sizes, broadcasts, strict=True)]
     )
     order = np.argsort(-steps, kind="stable")
-    sequences = [
-        local_batches(
-            int(sizes[i]), work.batch_size, int(steps[i]), np.random.default_rng(broadcasts[i].seed)
-        )
-        for i in order
-    ]
+    sequences = minibatches(
+        sizes[order].tolist(),
+        work.batch_size,
+        steps[order].tolist(),
+        [broadcasts[i].seed for i in order],
+    )
     offsets = np.array([store.offsets[clients[i].client_id] for i in order], dtype=np.int64)
     sorted_steps = steps[order]
     start = np.ascontiguousarray(starts[order], dtype=np.float32)
