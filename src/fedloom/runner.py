@@ -21,9 +21,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fedloom.client import LocalSGD
 from fedloom.engine import History, RoundRecord, ServerState, train
+from fedloom.engine.buffered import train_buffered
 from fedloom.executors import closing_executor, make_executor
+from fedloom.executors.devices import fleet_clock
 from fedloom.experiment import Experiment, build
+from fedloom.experiment.build import Built
+from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.simulation import held_out_evaluation
 from fedloom.store import Checkpoint, RunStore, StoreError, code_version
 
@@ -55,6 +60,8 @@ def run_experiment(
     experiment it started as.
     """
     built = build(experiment)
+    if experiment.run.buffered is not None:
+        return _run_buffered(experiment, built, store, resume=resume, on_round=on_round)
     executor = make_executor(experiment.run.executor, built.algorithm.client, built.data.clients)
     base = executor
     devices = None
@@ -114,6 +121,58 @@ def run_experiment(
             )  # fmt: skip
     except BaseException:
         store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
+        raise
+    store.finish(run_id, status="completed", stopped=history.stopped)
+    return Outcome(run_id, history, time.perf_counter() - started)
+
+
+def _run_buffered(
+    experiment: Experiment,
+    built: Built,
+    store: RunStore,
+    *,
+    resume: str | None,
+    on_round: RoundObserver | None,
+) -> Outcome:
+    """A ``[run.buffered]`` run: FedBuff on the virtual clock of the run's devices (every device
+    alike without a ``[devices]`` table), one stored record per server step."""
+    if resume is not None:
+        raise StoreError(
+            "a buffered (FedBuff) run cannot be resumed: the clients in flight and the buffer "
+            "are not checkpointed; start it again"
+        )
+    clients = built.data.clients
+    devices = experiment.devices or DevicesSpec()
+    fleet = devices.fleet(len(clients), seed=built.schedule.seed)
+    work = built.algorithm.work
+    if not isinstance(work, LocalSGD):
+        raise StoreError("buffered training times fedloom's LocalSGD client work only")
+    executor = make_executor(experiment.run.executor, built.algorithm.client, clients)
+    run_id = store.create_run(
+        name=experiment.name, config=experiment.to_toml(), seed=built.schedule.seed,
+        code_version=code_version(),
+    )  # fmt: skip
+    plan = experiment.run.buffered_plan()
+
+    def record(round_record: RoundRecord, server_state: ServerState) -> None:
+        last = server_state.round == plan.updates
+        checkpoint = Checkpoint(server_state, dict(executor.states)) if last else None
+        store.record_round(run_id, round_record, checkpoint=checkpoint)
+        if on_round is not None:
+            on_round(round_record, server_state)
+
+    started = time.perf_counter()
+    try:
+        with closing_executor(executor):
+            history = train_buffered(
+                built.algorithm, executor, plan,
+                population=range(len(clients)),
+                clock=fleet_clock(fleet, work, clients),
+                evaluate=held_out_evaluation(work.model, built.data),
+                on_round=record,
+            )  # fmt: skip
+    except BaseException:
+        store.finish(run_id, status="interrupted", stopped="interrupted before the last step")
         raise
     store.finish(run_id, status="completed", stopped=history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)

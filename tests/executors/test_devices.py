@@ -10,8 +10,9 @@ import pytest
 
 import fedloom as fl
 from fedloom.data import FederatedData
+from fedloom.data.population import LazyClients
 from fedloom.executors import InProcessExecutor
-from fedloom.executors.devices import DeviceExecutor, DeviceProfile, Fleet, LogNormal
+from fedloom.executors.devices import DeviceExecutor, DeviceProfile, Fleet, LogNormal, fleet_clock
 
 SIZE_BYTES = 650 * 4  # SoftmaxRegression(64, 10) as float32
 
@@ -216,3 +217,25 @@ def test_step_limits_reach_the_vectorized_executor(data: FederatedData) -> None:
     assert max(steps) < uncut  # the deadline cut some clients' work short
     np.testing.assert_allclose(got.metric("local_steps"), steps)
     np.testing.assert_allclose(got.params, expected.params, rtol=1e-4, atol=1e-5)
+
+
+def test_a_population_made_on_demand_is_only_made_for_sampled_clients() -> None:
+    population = 20_000
+    data = fl.data.synthetic(1.0, 1.0, clients=population, seed=0, lazy=True, eval_devices=10)
+    assert isinstance(data.clients, LazyClients)
+    algorithm = fl.fedavg(fl.local_sgd(fl.SoftmaxRegression(60, 10), lr=0.01, batch_size=10))
+    fleet = Fleet.sample(population, seed=0, speed=LogNormal(1.0, 0.5))
+    inner = InProcessExecutor(algorithm.client, data.clients)
+    executor = DeviceExecutor(
+        inner, fleet, program=algorithm.client, clients=data.clients, deadline=1e9
+    )
+    history = fl.simulate(
+        algorithm, data, rounds=2, cohort=20, executor=executor, federated_eval=False
+    )
+    assert all(len(r.accepted) == 20 for r in history.records)
+    made = len(data.clients._cache)
+    assert 20 <= made <= 40 + 10, f"{made} clients were generated for two rounds of 20"
+    clock = fleet_clock(fleet, algorithm.work, data.clients)  # type: ignore[arg-type]
+    broadcast = fl.Broadcast(0, np.zeros(610, np.float32), 0)
+    assert clock(12_345, broadcast) > 0
+    assert len(data.clients._cache) == made + 1

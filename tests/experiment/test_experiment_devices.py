@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from fedloom.experiment import DevicesSpec, Experiment, ExperimentError, load_experiment
+from fedloom.experiment.specs import BufferedSpec
 from fedloom.runner import run_experiment
-from fedloom.store import RunStore
+from fedloom.store import RunStore, StoreError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits-devices-fednova.toml"
 
@@ -65,3 +66,44 @@ def test_trace_files_resolve_next_to_the_run_file(tmp_path: Path) -> None:
     assert fleet.profile(49).speed == 1.0
     with pytest.raises(ExperimentError, match=r"has no profile for clients \[50, 51"):
         experiment.devices.fleet(60, seed=0)
+
+
+FEDBUFF = EXAMPLE.parent / "digits-fedbuff.toml"
+
+
+def test_the_fedbuff_example_runs_asynchronously_on_the_virtual_clock(tmp_path: Path) -> None:
+    experiment = load_experiment(FEDBUFF)
+    assert experiment.run.buffered == BufferedSpec(buffer_size=5, max_staleness=10)
+    assert Experiment.from_toml(experiment.to_toml()) == experiment
+    with RunStore.open(tmp_path / "runs.db") as store:
+        outcome = run_experiment(experiment, store)
+        rounds = store.rounds(outcome.run_id)
+        assert store.latest_checkpoint(outcome.run_id) is not None
+        with pytest.raises(StoreError, match="cannot be resumed"):
+            run_experiment(experiment, store, resume=outcome.run_id)
+    assert len(rounds) == 100
+    assert all(len(r.accepted) == 5 for r in rounds)
+    clocks = [r.metrics["sim_clock"] for r in rounds]
+    assert clocks == sorted(clocks)
+    # Slow devices finish after the server has moved on: some updates are stale.
+    assert max(r.metrics["staleness_max"] for r in rounds) >= 1
+    assert outcome.history.last("test_accuracy") > 0.8
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("buffer_size = 5", "buffer_size = 25"), r"run.buffered.buffer_size': can never fill"),
+        (("cohort = 20 ", "cohort = 0.5 "), r"'run.cohort': with \[run.buffered\], cohort is"),
+        (('name = "fedavg"', 'name = "scaffold"'), r"'run.buffered': scaffold keeps"),
+        (("seconds_per_example = 0.01", "deadline = 1.0"), r"'devices.deadline': applies to"),
+        (('staleness = "sqrt" ', 'staleness = "linear" '), r"'run.buffered.staleness': must be"),
+    ],
+)
+def test_fedbuff_settings_are_checked_before_anything_runs(
+    change: tuple[str, str], message: str
+) -> None:
+    text = FEDBUFF.read_text()
+    assert change[0] in text
+    with pytest.raises(ExperimentError, match=message):
+        Experiment.from_toml(text.replace(*change), source="x.toml")

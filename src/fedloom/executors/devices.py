@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from fedloom.client import LocalSGD
 from fedloom.core import validate
 from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.data import ClientData
+from fedloom.data.population import LazyClients, client_lookup
 from fedloom.engine import Failure, Reply, Task, TrainTask
 from fedloom.engine.buffered import Clock
 from fedloom.executors import SimulatedExecutor
@@ -186,14 +187,29 @@ class Fleet:
 
 def fleet_clock(fleet: Fleet, work: LocalSGD, clients: Sequence[ClientData]) -> Clock:
     """The virtual clock of :func:`fedloom.engine.buffered.train_buffered` for ``fleet``: each
-    client's duration for its local steps (one full batch each) plus its transfers."""
-    sizes = {c.client_id: c.num_train for c in clients}
+    client's duration for its local steps (one full batch each) plus its transfers. A population
+    made on demand is only asked for the clients that are timed."""
+    lookup = client_lookup(clients)
 
     def seconds(client: int, broadcast: Broadcast) -> float:
-        steps = work.num_steps(sizes[client], broadcast.max_steps)
+        steps = work.num_steps(_size(lookup, client), broadcast.max_steps)
         return fleet.seconds(client, broadcast, steps * work.batch_size)
 
     return seconds
+
+
+def _size(lookup: Callable[[int], ClientData | None], client: int) -> int:
+    data = lookup(client)
+    if data is None:
+        raise ValueError(f"client {client} is not in this population")
+    return data.num_train
+
+
+def _client_ids(clients: Sequence[ClientData]) -> Iterable[int]:
+    """Every client's id; for a population made on demand, its positions (nothing is made)."""
+    if isinstance(clients, LazyClients):
+        return range(len(clients))
+    return (c.client_id for c in clients)
 
 
 class DeviceExecutor:
@@ -228,11 +244,11 @@ class DeviceExecutor:
             validate.positive_int("keep", keep)
         if partial_work and deadline is None:
             raise ValueError("partial_work needs a deadline to fit the work into")
-        missing = [c.client_id for c in clients if c.client_id not in fleet.profiles]
+        missing = [c for c in _client_ids(clients) if c not in fleet.profiles]
         if missing:
             raise ValueError(f"the fleet has no device profile for clients {missing[:10]}")
         self.inner, self.fleet, self.work = inner, fleet, program.work
-        self.sizes = {c.client_id: c.num_train for c in clients}
+        self._lookup = client_lookup(clients)
         self.deadline, self.keep, self.partial_work, self.seed = deadline, keep, partial_work, seed
         self.clock = 0.0
         """Simulated seconds since the run started."""
@@ -302,7 +318,7 @@ class DeviceExecutor:
             return Failure("unavailable: the device was not reachable this round")
         if rng.random() < profile.dropout:
             return Failure("dropped out during the round")
-        steps = self.work.num_steps(self.sizes[client], broadcast.max_steps)
+        steps = self.work.num_steps(_size(self._lookup, client), broadcast.max_steps)
         seconds = self.duration(client, broadcast, steps)
         if self.deadline is None or seconds <= self.deadline:
             return seconds, task

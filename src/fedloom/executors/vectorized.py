@@ -4,10 +4,11 @@ Clients that run :class:`~fedloom.client.LocalSGD` over a :class:`~fedloom.torch
 train together: their parameter vectors stack into a ``[clients, dims]`` matrix and every local
 step is one ``torch.func.vmap(grad)`` call over padded, masked minibatches (see
 :mod:`fedloom.executors._batched`), or, for plain ``nn.Sequential`` MLPs, a hand-written batched
-forward and backward pass that is about twice as fast (:mod:`fedloom.executors._dense`). Each client still gets exactly the minibatches, gradient
-corrections (weight decay, FedProx, SCAFFOLD), optimizer steps, control variates and FedNova
-normalization that :class:`~fedloom.executors.InProcessExecutor` would give it, so results agree
-with the in-process executor up to floating-point summation order.
+forward and backward pass that is about twice as fast (:mod:`fedloom.executors._dense`). Each
+client still gets exactly the minibatches, gradient corrections (weight decay, FedProx,
+SCAFFOLD), optimizer steps, control variates and FedNova normalization that
+:class:`~fedloom.executors.InProcessExecutor` would give it, so results agree with the
+in-process executor up to floating-point summation order.
 
 Whatever cannot be batched runs through an in-process executor instead, with the same results:
 a program other than LocalSGD over a TorchModel, or a module that vmap cannot batch faithfully

@@ -87,7 +87,9 @@ class Experiment:
             raise ExperimentError(("devices",), f"must be a DevicesSpec, got {self.devices!r}")
         self._check_model_fits_task()
         self._check_cohort()
-        self.algorithm.build(self.train.work(PLACEHOLDER_MODEL), self.stages)
+        algorithm = self.algorithm.build(self.train.work(PLACEHOLDER_MODEL), self.stages)
+        if self.run.buffered is not None:
+            self._check_buffered(has_correction=algorithm.correction is not None)
 
     def _check_model_fits_task(self) -> None:
         data, model = self.data, self.model
@@ -148,6 +150,33 @@ class Experiment:
                 ("run", "min_cohort"),
                 f"must be at most data.clients = {clients}, got {self.run.min_cohort}",
             )
+
+    def _check_buffered(self, *, has_correction: bool) -> None:
+        """What FedBuff does not define: server-side correction state, round deadlines."""
+        if has_correction:
+            raise ExperimentError(
+                ("run", "buffered"),
+                f"{self.algorithm.name} keeps server-side state per round (SCAFFOLD, FedNova), "
+                "which buffered asynchronous aggregation does not define; use fedavg, fedprox "
+                "or an adaptive server optimizer, or remove [run.buffered]",
+            )
+        devices = self.devices
+        if devices is None:
+            return
+        rules = {
+            "deadline": devices.deadline is not None,
+            "keep": devices.keep is not None,
+            "partial_work": devices.partial_work,
+            "availability": devices.availability != 1.0,
+            "dropout": devices.dropout != 0.0,
+        }
+        for key, used in rules.items():
+            if used:
+                raise ExperimentError(
+                    ("devices", key),
+                    "applies to synchronous rounds; with [run.buffered] the devices only time "
+                    "the clients (speed, bandwidth, seconds_per_example, trace): remove it",
+                )
 
     @classmethod
     def from_toml(

@@ -23,6 +23,7 @@ from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError, KeyPath, toml_syntax_error
 from fedloom.experiment.specs import (
     AlgorithmSpec,
+    BufferedSpec,
     ModelSpec,
     RunSpec,
     StageSpec,
@@ -139,6 +140,9 @@ def _run(table: dict[str, Any]) -> RunSpec:
     target = _table(table, ("run", "target"), optional=True)
     if target is not None:
         arguments["target"] = TargetSpec(**_fields(target, TargetSpec))
+    buffered = _table(table, ("run", "buffered"), optional=True)
+    if buffered is not None:
+        arguments["buffered"] = BufferedSpec(**_fields(buffered, BufferedSpec))
     return RunSpec(**arguments)
 
 

@@ -16,6 +16,7 @@ from fedloom.algorithms import ALGORITHMS, Algorithm
 from fedloom.client import LocalSGD
 from fedloom.core.model import Model
 from fedloom.engine import Schedule, Target, poisson, schedule
+from fedloom.engine.buffered import Buffered
 from fedloom.executors import EXECUTORS
 from fedloom.experiment import checks
 from fedloom.experiment.checks import Options
@@ -229,6 +230,27 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class BufferedSpec:
+    """``[run.buffered]``: train asynchronously with FedBuff (Nguyen et al. 2022) instead of in
+    synchronous rounds. ``run.cohort`` clients are in flight at once, each server step averages
+    ``buffer_size`` updates weighted by staleness, and ``run.rounds`` counts server steps.
+    """
+
+    buffer_size: int
+    staleness: str = "sqrt"
+    max_staleness: int | None = None
+
+    SECTION: ClassVar[KeyPath] = ("run", "buffered")
+
+    def __post_init__(self) -> None:
+        at = self.SECTION
+        checks.integer((*at, "buffer_size"), self.buffer_size, minimum=1)
+        checks.choice((*at, "staleness"), self.staleness, ("sqrt", "constant"))
+        if self.max_staleness is not None:
+            checks.integer((*at, "max_staleness"), self.max_staleness, minimum=0)
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """``[run]``: rounds, who takes part, seeds, evaluation and checkpoint cadence, stopping.
 
@@ -246,6 +268,7 @@ class RunSpec:
     checkpoint_every: int = 1
     executor: str = "inprocess"
     target: TargetSpec | None = None
+    buffered: BufferedSpec | None = None
 
     SECTION: ClassVar[KeyPath] = ("run",)
 
@@ -275,6 +298,45 @@ class RunSpec:
             raise ExperimentError(
                 (*at, "target"), f"must be a TargetSpec (a [run.target] table), got {self.target!r}"
             )
+        if self.buffered is not None:
+            self._check_buffered(self.buffered)
+
+    def _check_buffered(self, buffered: BufferedSpec) -> None:
+        at = self.SECTION
+        if not isinstance(buffered, BufferedSpec):
+            raise ExperimentError(
+                (*at, "buffered"), f"must be a [run.buffered] table, got {buffered!r}"
+            )
+        if not isinstance(self.cohort, int) or isinstance(self.cohort, bool):
+            raise ExperimentError(
+                (*at, "poisson" if self.poisson is not None else "cohort"),
+                "with [run.buffered], cohort is the count of clients in flight at once (an "
+                f"integer); got {checks.show(self.cohort if self.poisson is None else 'poisson')}",
+            )
+        if buffered.buffer_size > self.cohort:
+            raise ExperimentError(
+                (*at, "buffered", "buffer_size"),
+                f"can never fill with cohort = {self.cohort} clients in flight: use a "
+                f"buffer_size of at most {self.cohort}, got {buffered.buffer_size}",
+            )
+        if self.target is not None:
+            raise ExperimentError(
+                (*at, "target"), "a target does not apply to buffered (FedBuff) training yet"
+            )
+
+    def buffered_plan(self) -> Buffered:
+        """FedBuff's settings for a ``[run.buffered]`` run (raises ValueError for other runs)."""
+        if self.buffered is None or not isinstance(self.cohort, int):
+            raise ValueError("this run has no [run.buffered] table")
+        return Buffered(
+            concurrency=self.cohort,
+            buffer_size=self.buffered.buffer_size,
+            updates=self.rounds,
+            seed=self.seed,
+            staleness="sqrt" if self.buffered.staleness == "sqrt" else "constant",
+            max_staleness=self.buffered.max_staleness,
+            eval_every=self.eval_every,
+        )
 
     def schedule(self) -> Schedule:
         """The engine's schedule for this run."""
