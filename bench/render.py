@@ -118,7 +118,8 @@ def _method(repeats: tuple[int, int]) -> list[str]:
         "are cores. The plain loop and fedloom's inprocess and vectorized executors use one "
         "process; fedloom's process executor (where registered) its default pool of workers.",
         "- Same data: the digits partition is made once with fedloom's partitioner "
-        "(`dirichlet(0.5, min_size=1)`, seed 0, no local test split) and written to an "
+        "(`dirichlet(0.5, min_size=1)`, or `dirichlet_mixture(0.5)` where the workload says "
+        "so; seed 0, no local test split) and written to an "
         "`.npz` that every system reads. Same model (Linear 64→64, ReLU, Linear 64→10), "
         "same local training (minibatch SGD, reshuffled every epoch, last batch short), "
         "FedAvg weighted by example count. Initial weights and cohort draws come from each "

@@ -35,7 +35,10 @@ class Workload:
 
     ``dataset`` is ``"digits"`` (an MLP on a partition that every system shares) or
     ``"synthetic"`` (FedProx's Synthetic(1, 1) with softmax regression, fedloom only, as the
-    generator itself is fedloom's). ``alpha`` is the Dirichlet concentration of the label skew.
+    generator itself is fedloom's). ``alpha`` is the Dirichlet concentration of the label skew;
+    ``partition`` is ``"dirichlet"`` (each class shared over the clients in Dir(alpha)
+    proportions) or ``"dirichlet_mixture"`` (each client's own label mix ~ Dir(alpha · prior),
+    equal sizes), fedloom's partitioners of those names.
     """
 
     name: str
@@ -48,6 +51,7 @@ class Workload:
     lr: float
     hidden: tuple[int, ...] = (64,)
     alpha: float = 0.5
+    partition: str = "dirichlet"
     seed: int = 0
 
     @property
@@ -82,11 +86,14 @@ W1 = Workload(
     batch_size=32,
     lr=0.2,
 )
+# Per-class Dirichlet shares cannot give 1,000 clients an example each of digits' 1,438 training
+# examples (most clients draw none of most classes); per-client label mixtures can.
 W2 = replace(
     W1,
     name="W2",
     clients=1000,
     cohort=100,
+    partition="dirichlet_mixture",
 )
 # FedProx's setting (Li et al. 2020, "Federated Optimization in Heterogeneous Networks"):
 # lr 0.01, batch 10; one local epoch instead of their 20 keeps a round short.

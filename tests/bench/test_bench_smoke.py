@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -92,8 +93,20 @@ def test_quick_run_gives_a_measured_row(
 def test_impossible_client_count_falls_back_to_what_the_partitioner_accepts(
     bench: dict[str, ModuleType],
 ) -> None:
-    w2 = bench["workloads"].W2
-    workload, note = bench["shared_data"].feasible(w2)
-    assert w2.cohort <= workload.clients < w2.clients
+    per_class = replace(bench["workloads"].W2, partition="dirichlet")
+    workload, note = bench["shared_data"].feasible(per_class)
+    assert per_class.cohort <= workload.clients < per_class.clients
     assert "impossible" in note
     assert len(bench["shared_data"].split_digits(workload).clients) == workload.clients
+
+
+def test_w2_has_its_thousand_clients_through_label_mixtures(
+    bench: dict[str, ModuleType],
+) -> None:
+    w2 = bench["workloads"].W2
+    workload, note = bench["shared_data"].feasible(w2)
+    assert workload == w2
+    assert "dirichlet_mixture(0.5)" in note
+    clients = bench["shared_data"].split_digits(workload).clients
+    assert len(clients) == 1000
+    assert min(c.num_train for c in clients) >= 1

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedloom.data import Dataset, dirichlet, iid, natural, quantity_skew, shards
+from fedloom.data import (
+    Dataset,
+    dirichlet,
+    dirichlet_mixture,
+    iid,
+    natural,
+    quantity_skew,
+    shards,
+)
 from fedloom.data.partition import Partitioner
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -30,6 +38,8 @@ COVERING: list[Partitioner] = [
     iid(),
     dirichlet(0.3, min_size=0),
     dirichlet(5.0, min_size=0),
+    dirichlet_mixture(0.1),
+    dirichlet_mixture(10.0),
     shards(per_client=1),
     quantity_skew(exponent=1.5, min_size=1),
     quantity_skew(exponent=0.0, min_size=0),
@@ -149,6 +159,32 @@ def test_dirichlet_alpha_controls_label_skew() -> None:
     assert skew_of(dirichlet(1000.0), data) < uniform + 0.01
 
 
+@SETTINGS
+@given(case=datasets_and_clients(), alpha=st.floats(0.01, 100), seed=st.integers(0, 2**32 - 1))
+def test_dirichlet_mixture_gives_every_client_an_equal_share(
+    case: tuple[Dataset, int], alpha: float, seed: int
+) -> None:
+    data, clients = case
+    sizes = [len(p) for p in partition(dirichlet_mixture(alpha), data, clients, seed)]
+    assert max(sizes) - min(sizes) <= 1
+    assert min(sizes) >= 1
+
+
+def test_dirichlet_mixture_alpha_controls_label_skew() -> None:
+    data = balanced()
+    assert skew_of(dirichlet_mixture(0.05), data) > 0.5
+    assert skew_of(dirichlet_mixture(1000.0), data) < skew_of(iid(), data) + 0.02
+
+
+def test_dirichlet_mixture_splits_where_per_class_shares_cannot() -> None:
+    """1,000 clients over 1,500 examples: per-class Dirichlet shares leave clients empty."""
+    data = labelled(1500, 10, 0)
+    with pytest.raises(ValueError, match="fewer than min_size=1"):
+        partition(dirichlet(0.5), data, 1000, 0)
+    parts = partition(dirichlet_mixture(0.5), data, 1000, 0)
+    assert sorted({len(p) for p in parts}) == [1, 2]
+
+
 def test_shards_are_pathologically_skewed() -> None:
     assert skew_of(shards(per_client=2), balanced(), clients=10) > 0.7
 
@@ -173,6 +209,7 @@ def test_quantity_skew_spreads_sizes_more_than_iid() -> None:
         (lambda: dirichlet(float("nan")), "alpha"),
         (lambda: dirichlet(float("inf")), "alpha"),
         (lambda: dirichlet(0.5, min_size=-1), "min_size"),
+        (lambda: dirichlet_mixture(0.0), "alpha"),
         (lambda: shards(per_client=0), "per_client"),
         (lambda: quantity_skew(exponent=-0.5), "exponent"),
         (lambda: quantity_skew(min_size=True), "min_size"),
@@ -185,6 +222,7 @@ def test_bad_partitioner_config_names_the_argument(build: object, argument: str)
 
 def test_partitioners_print_as_the_call_that_built_them() -> None:
     assert repr(dirichlet(0.5)) == "dirichlet(alpha=0.5, min_size=1)"
+    assert repr(dirichlet_mixture(0.5)) == "dirichlet_mixture(alpha=0.5)"
     assert repr(shards()) == "shards(per_client=2)"
     assert repr(quantity_skew(exponent=2.0)) == "quantity_skew(exponent=2.0, min_size=1)"
     assert repr(iid()) == "iid()"

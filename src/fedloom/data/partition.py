@@ -117,6 +117,55 @@ class Dirichlet:
 
 
 @dataclass(frozen=True, repr=False, kw_only=True)
+class DirichletMixture:
+    """Label skew with every client's own label mixture ~ Dir(alpha · prior) and equal sizes.
+
+    Hsu, Qi and Brown (2019)'s formulation drawn per client: client ``i`` draws proportions
+    ``q_i ~ Dir(alpha · p)`` over the classes (``p`` the dataset's class shares), then takes its
+    share of the examples (sizes differ by at most one) class by class in those proportions,
+    without replacement; when a class runs out, its weight goes to the classes left. Unlike
+    :class:`Dirichlet`, which shares each class out over the clients, this gives every client
+    data for any client count up to the number of examples (the last clients drawn see the
+    classes the others left, so their skew is weaker).
+    """
+
+    alpha: float
+
+    def __post_init__(self) -> None:
+        check_number("alpha", self.alpha, accepted="a finite number > 0", ok=lambda v: v > 0)
+
+    def __repr__(self) -> str:
+        return _call_repr("dirichlet_mixture", self)
+
+    def __call__(self, dataset: Dataset, clients: int, rng: np.random.Generator) -> list[Indices]:
+        labels = _classification_labels(dataset, repr(self))
+        check_clients(clients, len(labels))
+        pools = [rng.permutation(members) for members in group_indices(labels)]
+        left = np.array([len(p) for p in pools], dtype=np.int64)
+        taken = np.zeros(len(pools), dtype=np.int64)
+        prior = left / left.sum()
+        sizes = _apportion(len(labels), np.ones(clients))
+        parts: list[Indices] = []
+        for size in sizes:
+            mixture = rng.dirichlet(self.alpha * prior + 1e-12)
+            counts = np.zeros(len(pools), dtype=np.int64)
+            need = int(size)
+            while need > 0:
+                weights = np.where(left > counts, mixture, 0.0)
+                if weights.sum() <= 0:  # its classes are used up: the classes left, by size
+                    weights = (left - counts).astype(np.float64)
+                draw = rng.multinomial(need, weights / weights.sum())
+                more = np.minimum(draw, left - counts)
+                counts += more
+                need -= int(more.sum())
+            chosen = [p[t : t + c] for p, t, c in zip(pools, taken, counts, strict=True)]
+            parts.append(np.sort(np.concatenate(chosen)))
+            taken += counts
+            left -= counts
+        return parts
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
 class Shards:
     """Pathological non-IID: sort by label, cut ``clients * per_client`` shards, deal them out.
 
@@ -226,6 +275,11 @@ def iid() -> IID:
 def dirichlet(alpha: float, *, min_size: int = 1) -> Dirichlet:
     """Label skew with per-class client proportions ~ Dir(alpha) (Hsu et al., 2019)."""
     return Dirichlet(alpha=alpha, min_size=min_size)
+
+
+def dirichlet_mixture(alpha: float) -> DirichletMixture:
+    """Label skew with each client's label mixture ~ Dir(alpha · prior), equal client sizes."""
+    return DirichletMixture(alpha=alpha)
 
 
 def shards(*, per_client: int = 2) -> Shards:

@@ -42,6 +42,7 @@ DATASETS: dict[str, DatasetKind] = {
 PARTITIONS: dict[str, Callable[..., fd.Partitioner]] = {
     "iid": fd.iid,
     "dirichlet": fd.dirichlet,
+    "dirichlet_mixture": fd.dirichlet_mixture,
     "shards": fd.shards,
     "quantity_skew": fd.quantity_skew,
     "natural": fd.natural,
@@ -167,10 +168,10 @@ class DataSpec:
                 else f"the {self.dataset} dataset has none; use csv or npz with groups"
             )
             raise ExperimentError(at, f'"natural" needs examples with groups: {hint}')
-        if kind == "dirichlet" and self.task == "regression":
+        if kind in ("dirichlet", "dirichlet_mixture") and self.task == "regression":
             raise ExperimentError(
                 at,
-                '"dirichlet" splits by label and needs a classification dataset; this one is '
+                f'"{kind}" splits by label and needs a classification dataset; this one is '
                 'regression (classification = false): use "iid" or "quantity_skew"',
             )
 
