@@ -229,7 +229,7 @@ def train_chunk(
             None if constant is None else constant[:active],
         )
         delta, opt_state = optimizer.update(-grad, _first_rows(opt_state, active))
-        params[:active] = params[:active] + delta
+        params[:active] += delta
 
     unsort = np.empty_like(order)
     unsort[order] = np.arange(len(order))

@@ -85,6 +85,16 @@ class DenseStack:
                 return None
         if used != len(entries) or not any(isinstance(layer, Dense) for layer in layers):
             return None
+        # The gradient is assembled layer by layer, weight then bias: the layout must agree.
+        order = [
+            piece
+            for layer in layers
+            if isinstance(layer, Dense)
+            for piece in (layer.weight, layer.bias)
+            if piece is not None
+        ]
+        if [p.start for p in order] != [0, *(p.stop for p in order[:-1])]:
+            return None
         return DenseStack(tuple(layers), loss, start)
 
     def loss_and_grad(
@@ -118,20 +128,20 @@ class DenseStack:
         per_example, grad_out = terms
         losses = (per_example * share).sum(dim=1)
         g = grad_out * share.unsqueeze(2)
-        grad = torch.empty(clients, self.size, dtype=torch.float32)
+        pieces: list[torch.Tensor] = []  # the gradient's entries, last layer's first
         for index in reversed(range(len(self.layers))):
             layer, h_in = self.layers[index], inputs[index]
             if isinstance(layer, Dense):
-                grad[:, layer.weight] = torch.bmm(g.transpose(1, 2), h_in).reshape(clients, -1)
                 if layer.bias is not None:
-                    grad[:, layer.bias] = g.sum(dim=1)
+                    pieces.append(g.sum(dim=1))
+                pieces.append(torch.bmm(g.transpose(1, 2), h_in).reshape(clients, -1))
                 if index > 0:
                     w = theta[:, layer.weight].view(clients, layer.fan_out, layer.fan_in)
                     g = torch.bmm(g, w)
             else:
                 h_out = inputs[index + 1] if index + 1 < len(inputs) else h
                 g = g * _derivative(layer, h_in, h_out)
-        return losses, grad
+        return losses, torch.cat(pieces[::-1], dim=1)
 
 
 def _activate(name: str, h: torch.Tensor) -> torch.Tensor:
