@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import fedloom
 from fedloom.engine import RoundRecord
 from fedloom.engine.history import Rejection
 from fedloom.store import RunStore
@@ -96,6 +98,14 @@ def request(
 def get_json(url: str, **kwargs: Any) -> tuple[int, Any]:
     status, _, body = request(url, **kwargs)
     return status, json.loads(body)
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a ``python -m fedloom`` child that imports this same fedloom, whatever
+    its working directory."""
+    source = str(Path(fedloom.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
 
 
 def store_file(tmp_path: Path) -> Path:
