@@ -5,10 +5,12 @@ from __future__ import annotations
 import http.client
 import math
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from dashboard_helpers import TOKEN, add_run, get_json, record, request
+from dashboard_helpers import TOKEN, add_run, get_json, record, request, subprocess_env
 
 from fedloom.dashboard import DashboardConfig, running
 from fedloom.engine.history import Rejection
@@ -235,3 +237,39 @@ def test_away_from_loopback_every_request_needs_the_token(
     assert cookie.startswith(f"fedloom_token={TOKEN};")
     assert "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie
+
+
+def test_privacy_and_secure_aggregation_are_summarized_when_present(store_path: Path) -> None:
+    def dp(round_: int, epsilon: float, **extra: float) -> dict[str, float]:
+        return {"dp.epsilon": epsilon, "dp.delta": 1e-5, "secagg.dropouts": 0.0, **extra}
+
+    with RunStore.open(store_path) as store:
+        run_id = add_run(store, "private", [
+            record(0, accuracy=0.5, loss=1.0, extra=dp(0, 0.5)),
+            record(1, accuracy=0.5, loss=1.0, extra=dp(1, 0.75, **{"secagg.aborted": 1.0}),
+                   aborted="secure aggregation: too few survivors"),
+            record(2, accuracy=0.5, loss=1.0, extra=dp(2, 1.0)),
+        ], config="[privacy]\nepsilon_budget = 3.0\n")  # fmt: skip
+        plain = add_run(store, "plain", [record(0, accuracy=0.5, loss=1.0)])
+    with running(DashboardConfig(store=store_path, port=0)) as url:
+        _, detail = get_json(url + f"api/runs/{run_id}")
+        _, other = get_json(url + f"api/runs/{plain}")
+    assert detail["privacy"] == {"rounds": [0, 1, 2], "epsilon": [0.5, 0.75, 1.0],
+                                 "delta": 1e-5, "budget": 3.0}  # fmt: skip
+    assert detail["secure_aggregation"] == {
+        "rounds": [0, 1, 2],
+        "aborted": [{"round": 1, "reason": "secure aggregation: too few survivors"}],
+    }
+    assert other["privacy"] is None
+    assert other["secure_aggregation"] is None
+
+
+def test_the_command_refuses_a_public_host_without_a_token(store_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fedloom", "dashboard", "--store", str(store_path),
+         "--host", "0.0.0.0"],
+        env=subprocess_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "needs an access token" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -74,7 +74,9 @@ window.fedloom = (() => {
       width,
       height: 240,
       scales: { x: { time: false } },
-      axes: [{ label: "round" }, { label: yLabel, size: 70 }],
+      // Rounds are whole numbers: no tick between two of them.
+      axes: [{ label: "round", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] },
+        { label: yLabel, size: 70 }],
       series: [{ label: "round" }].concat(all.map((s, i) => ({
         label: s.label,
         stroke: s.color || COLORS[i % COLORS.length],
