@@ -13,6 +13,10 @@ A resumed run continues from its last checkpoint: the sampler and every client's
 derived from ``(seed, round, client)``, the data is rebuilt from the same seed, and the
 checkpoint holds the whole server state and every client's kept state, so the final parameters
 are bit-identical to a run that never stopped.
+
+A run can be stopped from outside (the dashboard's token-guarded control action writes a stop
+request to the store): after recording each round the runner checks for one, and if found it
+checkpoints that round and marks the run ``interrupted``, to be resumed like any other.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import math
 import sqlite3
 import subprocess
@@ -215,8 +216,9 @@ def test_pages_and_scripts_hold_no_inline_script(store_path: Path) -> None:
 
 
 def test_away_from_loopback_every_request_needs_the_token(
-    store_path: Path, two_runs: tuple[str, str]
+    store_path: Path, two_runs: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="fedloom.dashboard")
     with pytest.raises(ValueError, match="needs an access token"):
         DashboardConfig(store=store_path, host="0.0.0.0")
     config = DashboardConfig(store=store_path, host="0.0.0.0", port=0, token=TOKEN)
@@ -237,6 +239,8 @@ def test_away_from_loopback_every_request_needs_the_token(
     assert cookie.startswith(f"fedloom_token={TOKEN};")
     assert "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie
+    assert "token=[redacted]" in caplog.text
+    assert TOKEN not in caplog.text
 
 
 def test_privacy_and_secure_aggregation_are_summarized_when_present(store_path: Path) -> None:

@@ -25,6 +25,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
 _HEADERS = (
     ("Content-Security-Policy", CSP),
     ("X-Content-Type-Options", "nosniff"),
@@ -174,7 +176,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("PATCH")
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
+        log.info(
+            "%s %s", self.address_string(), _TOKEN_IN_QUERY.sub(r"\1[redacted]", format % args)
+        )
 
     def _handle(self, method: str) -> None:
         url = urlsplit(self.path)
