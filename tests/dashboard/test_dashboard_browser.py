@@ -61,11 +61,14 @@ def wait_for(browser: Any, condition: Callable[[Any], Any], what: str) -> Any:
 
 
 def cells(browser: Any, round_: int) -> dict[str, str]:
-    row = browser.find_element(By.CSS_SELECTOR, f'#rounds tr[data-round="{round_}"]')
-    return {
-        td.get_attribute("data-col"): td.text
-        for td in row.find_elements(By.CSS_SELECTOR, "td[data-col]")
-    }
+    """The round's row as shown, read in one script call (the page may redraw between calls)."""
+    script = """
+    const row = document.querySelector(`#rounds tr[data-round="${arguments[0]}"]`);
+    return Object.fromEntries([...row.querySelectorAll("td[data-col]")]
+      .map((td) => [td.dataset.col, td.textContent]));
+    """
+    cells: dict[str, str] = browser.execute_script(script, round_)
+    return cells
 
 
 def shown(value: float) -> str:
@@ -142,7 +145,8 @@ def test_a_malicious_run_and_site_name_are_shown_as_text(browser: Any, store_pat
                             connected_since=1.0e9, state=EVIL))  # fmt: skip
     live.start_round(0, expected=3, run_id=run_id)
     live.update_received()
-    with running(DashboardConfig(store=store_path, port=0), live=live) as url:
+    config = DashboardConfig(store=store_path, port=0, poll_seconds=60)  # no redraw mid-test
+    with running(config, live=live) as url:
         browser.get(url)
         wait_for(browser, lambda b: b.find_element(By.TAG_NAME, "body").get_attribute(
             "data-loaded") == "true", "the runs list")  # fmt: skip

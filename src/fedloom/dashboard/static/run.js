@@ -107,7 +107,7 @@
       const [run, fresh] = await Promise.all([getJSON(base), getJSON(`${base}/rounds?since=${since}`)]);
       for (const r of fresh.rounds) rounds.set(r.round, r);
       renderFacts(run);
-      renderRounds();
+      if (fresh.rounds.length > 0 || document.body.dataset.rounds === undefined) renderRounds();
       renderPrivacy(run.privacy);
       renderSecagg(run.secure_aggregation);
       clearError();

@@ -4,6 +4,7 @@
 (() => {
   const { el, fmt, getJSON, showError, clearError, runLink } = window.fedloom;
   let pollSeconds = 2;
+  let shownRuns = "";
 
   function renderRuns(runs) {
     const body = document.querySelector("#runs tbody");
@@ -50,11 +51,15 @@
   async function refresh() {
     try {
       const [runs, live] = await Promise.all([getJSON("/api/runs"), getJSON("/api/live")]);
-      const ticked = new Set([...document.querySelectorAll("#runs input[name=run]:checked")]
-        .map((b) => b.value));
-      renderRuns(runs);
-      for (const box of document.querySelectorAll("#runs input[name=run]")) {
-        box.checked = ticked.has(box.value);
+      const text = JSON.stringify(runs);
+      if (text !== shownRuns) { // redraw only on news, keeping the ticked boxes
+        const ticked = new Set([...document.querySelectorAll("#runs input[name=run]:checked")]
+          .map((b) => b.value));
+        renderRuns(runs);
+        for (const box of document.querySelectorAll("#runs input[name=run]")) {
+          box.checked = ticked.has(box.value);
+        }
+        shownRuns = text;
       }
       renderLive(live);
       clearError();
