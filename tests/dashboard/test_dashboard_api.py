@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import logging
 import math
+import re
 import sqlite3
 import subprocess
 import sys
@@ -213,6 +214,20 @@ def test_pages_and_scripts_hold_no_inline_script(store_path: Path) -> None:
             assert text.count("<script src=") == 3
         _, _, script = request(url + "static/run.js")
     assert b"innerHTML" not in script
+
+
+def test_pages_load_everything_from_the_dashboard_itself(store_path: Path) -> None:
+    """No CDN: every script, stylesheet and link a page names is served by the dashboard."""
+    with running(DashboardConfig(store=store_path, port=0)) as url:
+        for page in ("", "compare", "static/run.html"):
+            _, _, body = request(url + page)
+            for target in re.findall(r'(?:src|href)="([^"]*)"', body.decode()):
+                if target.startswith("data:") or not target.startswith("/static/"):
+                    assert target in ("data:,", "/", "/compare"), target
+                    continue
+                status, _, content = request(url + target.lstrip("/"))
+                assert status == 200, target
+                assert content, target
 
 
 def test_away_from_loopback_every_request_needs_the_token(
