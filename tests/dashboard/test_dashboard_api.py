@@ -292,3 +292,16 @@ def test_the_command_refuses_a_public_host_without_a_token(store_path: Path) -> 
     assert done.returncode == 2
     assert "needs an access token" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_reading_never_changes_the_store(store_path: Path, two_runs: tuple[str, str]) -> None:
+    first, second = two_runs
+    before = store_path.read_bytes()  # the writers closed: everything is in the main file
+    wal = store_path.with_name(store_path.name + "-wal")
+    with running(DashboardConfig(store=store_path, port=0)) as url:
+        for path in ("", "api/info", "api/runs", f"api/runs/{first}", f"runs/{first}",
+                     f"api/runs/{first}/rounds", f"api/compare?runs={first},{second}",
+                     "api/runs/20200101-000000-abcdef", "api/runs?status=bad"):  # fmt: skip
+            request(url + path)
+    assert store_path.read_bytes() == before
+    assert not wal.exists() or wal.stat().st_size == 0

@@ -165,6 +165,31 @@ def test_a_malicious_run_and_site_name_are_shown_as_text(browser: Any, store_pat
         assert browser.find_elements(By.CSS_SELECTOR, "img, main script") == []
 
 
+def test_privacy_and_secure_aggregation_show_when_a_run_reports_them(
+    browser: Any, store_path: Path
+) -> None:
+    def dp(epsilon: float, **extra: float) -> dict[str, float]:
+        return {"dp.epsilon": epsilon, "dp.delta": 1e-5, "secagg.dropouts": 0.0, **extra}
+
+    with RunStore.open(store_path) as store:
+        run_id = add_run(store, "private", [
+            record(0, accuracy=0.5, loss=1.0, extra=dp(0.5)),
+            record(1, accuracy=0.5, loss=1.0, extra=dp(0.75), aborted="too few survivors"),
+            record(2, accuracy=0.5, loss=1.0, extra=dp(1.25)),
+        ], config="[privacy]\nepsilon_budget = 3.0\n")  # fmt: skip
+    with running(DashboardConfig(store=store_path, port=0)) as url:
+        browser.get(url + f"runs/{run_id}")
+        wait_for(browser, lambda b: b.find_element(By.TAG_NAME, "body").get_attribute(
+            "data-rounds") == "3", "the run")  # fmt: skip
+        assert browser.find_element(By.ID, "privacy").is_displayed()
+        summary = browser.find_element(By.ID, "privacy-summary").text
+        assert summary.startswith("ε spent 1.250 of 3.000")
+        assert browser.execute_script(COUNT_SERIES_PIXELS, "#chart-privacy", SERIES_RGB) > 50
+        assert browser.find_element(By.ID, "secagg-summary").text == "On in 3 round(s); 1 aborted."
+        assert browser.find_element(By.ID, "secagg-aborted").text == "round 1: too few survivors"
+        assert cells(browser, 1)["aborted"] == "too few survivors"
+
+
 def test_stopping_from_the_page_needs_the_token(browser: Any, store_path: Path) -> None:
     with RunStore.open(store_path) as store:
         run_id = add_run(store, "stoppable", [record(0, accuracy=0.5, loss=1.0)], status=None)
