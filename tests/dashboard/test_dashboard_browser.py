@@ -163,6 +163,12 @@ def test_a_malicious_run_and_site_name_are_shown_as_text(browser: Any, store_pat
         assert EVIL in browser.find_element(By.ID, "clients-out").text
         assert browser.title == EVIL + " · fedloom"  # set as text, not run
         assert browser.find_elements(By.CSS_SELECTOR, "img, main script") == []
+        browser.get(url + f"compare?runs={run_id}")
+        wait_for(browser, lambda b: b.find_element(By.TAG_NAME, "body").get_attribute(
+            "data-loaded") == "true", "the comparison")  # fmt: skip
+        assert EVIL in browser.find_element(By.CSS_SELECTOR, "#chart-compare .u-legend").text
+        assert browser.title == "Compare · fedloom"
+        assert browser.find_elements(By.CSS_SELECTOR, "img, main script") == []
 
 
 def test_privacy_and_secure_aggregation_show_when_a_run_reports_them(
