@@ -115,13 +115,20 @@ class Api:
         """Ask the runner of ``run_id`` to stop after its current round (the caller has checked
         the token). :class:`Conflict` when the run is not running."""
         run_id = run_id_from(run_id)
+        self._require_running(run_id)
+        try:
+            request = record_control_action(self.store, run_id=run_id, action="stop", origin=origin)
+        except StoreError:
+            self._require_running(run_id)  # it ended in the meantime: say so
+            raise
+        return {"run": run_id, "action": "stop", "requested": request.requested,
+                "note": "the run stops after its current round"}  # fmt: skip
+
+    def _require_running(self, run_id: str) -> None:
         with self._store() as store:
             info = queries.find_run(store, run_id)
         if info.status != "running":
             raise Conflict(f"run {run_id} is {info.status}, not running; there is nothing to stop")
-        request = record_control_action(self.store, run_id=run_id, action="stop", origin=origin)
-        return {"run": run_id, "action": "stop", "requested": request.requested,
-                "note": "the run stops after its current round"}  # fmt: skip
 
     def check_run(self, run_id: str) -> None:
         """NotFound unless ``run_id`` is a run in the store (for the run page's status)."""
