@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint typecheck results bench clean
+.PHONY: setup demo test lint typecheck results bench screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ results: setup
 # installs Flower into bench/.venv-flower). Not part of `make test`.
 bench: setup
 	OMP_NUM_THREADS=1 $(PY) bench/run.py
+
+# docs/dashboard.png: the dashboard's page for the demo's FedAvg run, in headless chromium.
+screenshot: setup
+	OMP_NUM_THREADS=1 $(PY) examples/dashboard_screenshot.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

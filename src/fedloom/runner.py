@@ -13,6 +13,10 @@ A resumed run continues from its last checkpoint: the sampler and every client's
 derived from ``(seed, round, client)``, the data is rebuilt from the same seed, and the
 checkpoint holds the whole server state and every client's kept state, so the final parameters
 are bit-identical to a run that never stopped.
+
+A run can be stopped from outside (the dashboard's token-guarded control action writes a stop
+request to the store): after recording each round the runner checks for one, and if found it
+checkpoints that round and marks the run ``interrupted``, to be resumed like any other.
 """
 
 from __future__ import annotations
@@ -30,9 +34,18 @@ from fedloom.experiment import Experiment, build
 from fedloom.experiment.build import Built
 from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.simulation import held_out_evaluation
-from fedloom.store import Checkpoint, RunStore, StoreError, code_version
+from fedloom.store import Checkpoint, RunStore, StopRequest, StoreError, code_version
+from fedloom.store.control import now_iso
 
 RoundObserver = Callable[[RoundRecord, ServerState], None]
+
+
+class _StopRequested(Exception):
+    """Raised between rounds when someone asked the store to stop this run."""
+
+    def __init__(self, request: StopRequest, state: ServerState) -> None:
+        super().__init__(f"stop requested by {request.origin}")
+        self.request, self.state = request, state
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,7 @@ def run_experiment(
     Resuming checks that the stored configuration is the one given: a run continues only as the
     experiment it started as.
     """
+    since = now_iso()  # stop requests made before this belonged to an earlier attempt
     built = build(experiment)
     if experiment.run.buffered is not None:
         return _run_buffered(experiment, built, store, resume=resume, on_round=on_round)
@@ -99,15 +113,20 @@ def run_experiment(
                 devices.clock = float(clocks[-1])  # the virtual clock goes on where it was
 
     every = built.checkpoint_every
+    records: list[RoundRecord] = []
 
     def record(round_record: RoundRecord, server_state: ServerState) -> None:
         last = server_state.round == built.schedule.rounds
+        request = None if last else store.stop_request(run_id, since=since)
         checkpoint = None
-        if server_state.round % every == 0 or last:
+        if server_state.round % every == 0 or last or request is not None:
             checkpoint = Checkpoint(server_state, dict(executor.states))
         store.record_round(run_id, round_record, checkpoint=checkpoint)
         if on_round is not None:
             on_round(round_record, server_state)
+        records.append(round_record)
+        if request is not None:
+            raise _StopRequested(request, server_state)
 
     started = time.perf_counter()
     try:
@@ -119,6 +138,13 @@ def run_experiment(
                 state=state,
                 on_round=record,
             )  # fmt: skip
+    except _StopRequested as stop:
+        request = stop.request
+        stopped = f"stopped on request ({request.origin}, {request.requested})"
+        store.finish(run_id, status="interrupted", stopped=stopped)
+        layout = built.algorithm.work.model.layout
+        history = History(tuple(records), stop.state.params, layout, stopped)
+        return Outcome(run_id, history, time.perf_counter() - started)
     except BaseException:
         store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
         raise

@@ -13,6 +13,7 @@ kept portable so a server deployment can later point the same statements at Post
 from __future__ import annotations
 
 from fedloom.store.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from fedloom.store.control import StopRequest
 from fedloom.store.errors import StoreError
 from fedloom.store.runstore import FINAL_STATUSES, RunInfo, RunStore
 from fedloom.store.schema import SCHEMA_VERSION
@@ -24,6 +25,7 @@ __all__ = [
     "Checkpoint",
     "RunInfo",
     "RunStore",
+    "StopRequest",
     "StoreError",
     "code_version",
     "decode_checkpoint",

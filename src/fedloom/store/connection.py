@@ -68,6 +68,33 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     return conn
 
 
+def connect_read_only(path: Path, *, timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """A read-only connection to the existing store at ``path``, which it can never modify.
+
+    For readers beside a running experiment (the dashboard): SQLite refuses every write through
+    it. Raises :class:`StoreError` naming ``path`` when there is no store there, it is not one,
+    it was written by a newer schema, or it stays locked for ``timeout_s`` seconds.
+    """
+    if not path.is_file():
+        raise StoreError(f"no store at {path}; run something first or check the path")
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout_s)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open the store {path}: {error}") from None
+    try:
+        _read_version(conn, path, create=False)
+    except sqlite3.DatabaseError as error:
+        conn.close()
+        if "locked" in str(error):
+            raise StoreError(f"the store {path} is locked by another process: {error}") from None
+        raise StoreError(f"{path} is not a fedloom store ({error})") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
     """One write transaction: committed if the block finishes, rolled back if it raises.

@@ -20,7 +20,8 @@ from typing import Any
 from fedloom.engine.history import Rejection, RoundRecord
 from fedloom.store import schema
 from fedloom.store.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
-from fedloom.store.connection import connect, transaction
+from fedloom.store.connection import connect, connect_read_only, transaction
+from fedloom.store.control import StopRequest, pending_stop, request_stop
 from fedloom.store.errors import StoreError
 
 FINAL_STATUSES = ("completed", "failed", "interrupted")
@@ -58,6 +59,13 @@ class RunStore:
         """Open the store at ``path``, creating its folder and tables when ``create`` allows."""
         path = Path(path)
         return cls(connect(path, create=create), path)
+
+    @classmethod
+    def open_read_only(cls, path: str | Path, *, timeout_s: float = 2.0) -> RunStore:
+        """Open the existing store at ``path`` for reading only: its writing methods raise
+        :class:`StoreError`, and the file is never modified (see ``connect_read_only``)."""
+        path = Path(path)
+        return cls(connect_read_only(path, timeout_s=timeout_s), path)
 
     def close(self) -> None:
         """Close the connection; further use raises :class:`StoreError`."""
@@ -200,6 +208,15 @@ class RunStore:
         self._require_run(self._connection, run_id)
         rows = self._read(schema.SELECT_CHECKPOINT, (run_id,))
         return decode_checkpoint(bytes(rows[0][0])) if rows else None
+
+    def request_stop(self, run_id: str, *, origin: str) -> StopRequest:
+        """Ask the runner recording ``run_id`` to stop after its current round (see
+        :mod:`fedloom.store.control`); StoreError unless the run exists and is running."""
+        return request_stop(self._connection, self.path, run_id, origin=origin)
+
+    def stop_request(self, run_id: str, *, since: str) -> StopRequest | None:
+        """The first stop request for ``run_id`` made at or after ``since``, if any."""
+        return pending_stop(self._connection, self.path, run_id, since=since)
 
     @property
     def _connection(self) -> sqlite3.Connection:
