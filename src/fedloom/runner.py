@@ -139,12 +139,7 @@ def run_experiment(
                 on_round=record,
             )  # fmt: skip
     except _StopRequested as stop:
-        request = stop.request
-        stopped = f"stopped on request ({request.origin}, {request.requested})"
-        store.finish(run_id, status="interrupted", stopped=stopped)
-        layout = built.algorithm.work.model.layout
-        history = History(tuple(records), stop.state.params, layout, stopped)
-        return Outcome(run_id, history, time.perf_counter() - started)
+        return _stopped(store, run_id, stop, built, records, started)
     except BaseException:
         store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
         raise
@@ -179,13 +174,21 @@ def _run_buffered(
         code_version=code_version(),
     )  # fmt: skip
     plan = experiment.run.buffered_plan()
+    since = now_iso()
+    records: list[RoundRecord] = []
 
     def record(round_record: RoundRecord, server_state: ServerState) -> None:
         last = server_state.round == plan.updates
-        checkpoint = Checkpoint(server_state, dict(executor.states)) if last else None
+        request = None if last else store.stop_request(run_id, since=since)
+        checkpoint = None
+        if last or request is not None:
+            checkpoint = Checkpoint(server_state, dict(executor.states))
         store.record_round(run_id, round_record, checkpoint=checkpoint)
         if on_round is not None:
             on_round(round_record, server_state)
+        records.append(round_record)
+        if request is not None:
+            raise _StopRequested(request, server_state)
 
     started = time.perf_counter()
     try:
@@ -197,8 +200,27 @@ def _run_buffered(
                 evaluate=held_out_evaluation(work.model, built.data),
                 on_round=record,
             )  # fmt: skip
+    except _StopRequested as stop:
+        return _stopped(store, run_id, stop, built, records, started)
     except BaseException:
         store.finish(run_id, status="interrupted", stopped="interrupted before the last step")
         raise
     store.finish(run_id, status="completed", stopped=history.stopped)
+    return Outcome(run_id, history, time.perf_counter() - started)
+
+
+def _stopped(
+    store: RunStore,
+    run_id: str,
+    stop: _StopRequested,
+    built: Built,
+    records: list[RoundRecord],
+    started: float,
+) -> Outcome:
+    """Close a run that stopped on request: interrupted in the store, its history so far."""
+    request = stop.request
+    stopped = f"stopped on request ({request.origin}, {request.requested})"
+    store.finish(run_id, status="interrupted", stopped=stopped)
+    layout = built.algorithm.work.model.layout
+    history = History(tuple(records), stop.state.params, layout, stopped)
     return Outcome(run_id, history, time.perf_counter() - started)

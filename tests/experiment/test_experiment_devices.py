@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fedloom.engine import RoundRecord, ServerState
 from fedloom.experiment import DevicesSpec, Experiment, ExperimentError, load_experiment
 from fedloom.experiment.specs import BufferedSpec
 from fedloom.runner import run_experiment
@@ -107,3 +108,20 @@ def test_fedbuff_settings_are_checked_before_anything_runs(
     assert change[0] in text
     with pytest.raises(ExperimentError, match=message):
         Experiment.from_toml(text.replace(*change), source="x.toml")
+
+
+def test_a_fedbuff_run_stops_on_request_after_the_current_step(tmp_path: Path) -> None:
+    experiment = load_experiment(FEDBUFF)
+    with RunStore.open(tmp_path / "runs.db") as store:
+
+        def ask_to_stop(record: RoundRecord, state: ServerState) -> None:
+            if record.round == 2:
+                (run,) = store.runs()
+                store.request_stop(run.id, origin="test")
+
+        outcome = run_experiment(experiment, store, on_round=ask_to_stop)
+        # Asked during step 2's callback, seen when step 3 is recorded: it is the last one.
+        assert len(store.rounds(outcome.run_id)) == 4
+        assert store.latest_checkpoint(outcome.run_id) is not None
+        assert store.run(outcome.run_id).status == "interrupted"
+    assert outcome.history.stopped.startswith("stopped on request (test")
