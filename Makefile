@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint typecheck results bench clean
+.PHONY: setup demo test lint typecheck results bench clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ results: setup
 # installs Flower into bench/.venv-flower). Not part of `make test`.
 bench: setup
 	OMP_NUM_THREADS=1 $(PY) bench/run.py
+
+# Regenerate the committed protobuf code from proto/ (docs/protocol.md describes the schema).
+# Only messages are generated: the transport wires the one gRPC method itself.
+PROTO_OUT := src/fedloom/transport/proto/v1
+proto: setup
+	rm -rf build/proto && mkdir -p build/proto
+	$(PY) -m grpc_tools.protoc -I proto --python_out=build/proto --pyi_out=build/proto \
+		proto/fedloom/v1/fedloom.proto
+	cp build/proto/fedloom/v1/fedloom_pb2.py build/proto/fedloom/v1/fedloom_pb2.pyi $(PROTO_OUT)/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -317,5 +317,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 from fedloom.cli.ca import ca  # noqa: E402  (subcommand modules register on the group)
+from fedloom.cli.deploy import client, server  # noqa: E402
 
 cli.add_command(ca)
+cli.add_command(server)
+cli.add_command(client)

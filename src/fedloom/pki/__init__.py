@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fedloom.pki.authority import Federation, init_ca, issue, read_allowlist, revoke
 from fedloom.pki.errors import CertificateRefused, PkiError
-from fedloom.pki.verify import Identity, Verifier
+from fedloom.pki.verify import Identity, Verifier, check_certificate, site_of
 
 __all__ = [
     "CertificateRefused",
@@ -16,8 +16,10 @@ __all__ = [
     "Identity",
     "PkiError",
     "Verifier",
+    "check_certificate",
     "init_ca",
     "issue",
     "read_allowlist",
     "revoke",
+    "site_of",
 ]

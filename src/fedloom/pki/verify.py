@@ -71,34 +71,8 @@ class Verifier:
 
     def verify(self, pem: bytes, *, now: dt.datetime | None = None) -> Identity:
         """The identity in ``pem``, or :class:`CertificateRefused` with the reason."""
-        try:
-            cert = x509.load_pem_x509_certificate(pem)
-        except ValueError as error:
-            raise CertificateRefused(f"not a PEM certificate: {error}") from None
+        cert = check_certificate(pem, self.ca, now=now)
         site = _common_name(cert)
-        try:
-            cert.verify_directly_issued_by(self.ca)
-        except (ValueError, TypeError, InvalidSignature):
-            raise CertificateRefused(
-                f"certificate of {site!r} is not signed by this federation's CA "
-                f"({self.ca.subject.rfc4514_string()})"
-            ) from None
-        moment = dt.datetime.now(dt.UTC) if now is None else now
-        if moment > cert.not_valid_after_utc:
-            raise CertificateRefused(
-                f"certificate of {site!r} expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-            )
-        if moment < cert.not_valid_before_utc:
-            raise CertificateRefused(
-                f"certificate of {site!r} is not valid before "
-                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
-            )
-        try:
-            usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        except x509.ExtensionNotFound:
-            usages = x509.ExtendedKeyUsage([])
-        if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
-            raise CertificateRefused(f"certificate of {site!r} is not a site (client) certificate")
         if cert.serial_number in self.revoked():
             raise CertificateRefused(
                 f"certificate of {site!r} (serial {cert.serial_number:x}) is revoked"
@@ -106,6 +80,52 @@ class Verifier:
         if site not in self.allowlist():
             raise CertificateRefused(f"site {site!r} is not on the federation's allow-list")
         return Identity(site, cert.serial_number)
+
+
+def site_of(pem: bytes, ca_pem: bytes, *, now: dt.datetime | None = None) -> str:
+    """The site named by certificate ``pem`` after checks 1-3 of the module docstring against
+    the CA certificate ``ca_pem``: what a site checks of its own certificate before connecting."""
+    try:
+        ca = x509.load_pem_x509_certificate(ca_pem)
+    except ValueError as error:
+        raise PkiError(f"the CA certificate is not PEM: {error}") from None
+    return _common_name(check_certificate(pem, ca, now=now))
+
+
+def check_certificate(
+    pem: bytes, ca: x509.Certificate, *, now: dt.datetime | None = None
+) -> x509.Certificate:
+    """The certificate in ``pem`` if ``ca`` signed it, it is valid ``now`` and it is a site's;
+    otherwise :class:`CertificateRefused` with the reason."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as error:
+        raise CertificateRefused(f"not a PEM certificate: {error}") from None
+    site = _common_name(cert)
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CertificateRefused(
+            f"certificate of {site!r} is not signed by this federation's CA "
+            f"({ca.subject.rfc4514_string()})"
+        ) from None
+    moment = dt.datetime.now(dt.timezone.utc) if now is None else now
+    if moment > cert.not_valid_after_utc:
+        raise CertificateRefused(
+            f"certificate of {site!r} expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    if moment < cert.not_valid_before_utc:
+        raise CertificateRefused(
+            f"certificate of {site!r} is not valid before "
+            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = x509.ExtendedKeyUsage([])
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        raise CertificateRefused(f"certificate of {site!r} is not a site (client) certificate")
+    return cert
 
 
 def _common_name(cert: x509.Certificate) -> str:

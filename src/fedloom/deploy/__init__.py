@@ -1,0 +1,24 @@
+"""Real deployments: ``fedloom server`` and ``fedloom client`` as Python functions.
+
+:func:`serve` trains an experiment with the sites that join over gRPC; :func:`join` takes part
+as one site with its own data and model. See ``docs/deployment.md``.
+"""
+
+from __future__ import annotations
+
+from fedloom.deploy.server import ServerOptions, serve, site_names
+from fedloom.deploy.site import SiteData, SiteError, load_model, load_site_data, site_program
+from fedloom.deploy.training import client_program, training_config
+
+__all__ = [
+    "ServerOptions",
+    "SiteData",
+    "SiteError",
+    "client_program",
+    "load_model",
+    "load_site_data",
+    "serve",
+    "site_names",
+    "site_program",
+    "training_config",
+]
