@@ -53,13 +53,24 @@ federated_eval = {federated_eval}
 
 
 def experiment_text(
-    *, name: str = "deployed", clients: int = 3, rounds: int = 2, cohort: int = 3,
-    algorithm: str = "fedavg", min_cohort: int = 1, federated_eval: bool = True,
-) -> str:  # fmt: skip
+    *,
+    name: str = "deployed",
+    clients: int = 3,
+    rounds: int = 2,
+    cohort: int = 3,
+    algorithm: str = "fedavg",
+    min_cohort: int = 1,
+    federated_eval: bool = True,
+) -> str:
     return EXPERIMENT.format(
-        name=name, clients=clients, rounds=rounds, cohort=cohort, algorithm=algorithm,
-        min_cohort=min_cohort, federated_eval=str(federated_eval).lower(),
-    )  # fmt: skip
+        name=name,
+        clients=clients,
+        rounds=rounds,
+        cohort=cohort,
+        algorithm=algorithm,
+        min_cohort=min_cohort,
+        federated_eval=str(federated_eval).lower(),
+    )
 
 
 def federation(root: Path, sites: Sequence[str]) -> Federation:
@@ -76,16 +87,25 @@ def write_site_data(experiment: Experiment, directory: Path) -> list[Path]:
     paths = []
     for client in build(experiment).data.clients:
         path = directory / f"client-{client.client_id}.npz"
-        np.savez(path, x_train=client.x_train, y_train=client.y_train, x_test=client.x_test,
-                 y_test=client.y_test)  # fmt: skip
+        np.savez(
+            path,
+            x_train=client.x_train,
+            y_train=client.y_train,
+            x_test=client.x_test,
+            y_test=client.y_test,
+        )
         paths.append(path)
     return paths
 
 
 def environment(cwd: Path) -> dict[str, str]:
     path = os.pathsep.join([str(SRC), str(HERE), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1",
-            "FEDLOOM_RUNS": str(cwd / "runs")}  # fmt: skip
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "OMP_NUM_THREADS": "1",
+        "FEDLOOM_RUNS": str(cwd / "runs"),
+    }
 
 
 @dataclass
@@ -99,15 +119,31 @@ class Server:
         return self.log.read_text()
 
 
-def start_server(cwd: Path, experiment: Path, fed: Federation, *args: str,
-                 timeout: float = 60) -> Server:  # fmt: skip
+def start_server(
+    cwd: Path, experiment: Path, fed: Federation, *args: str, timeout: float = 60
+) -> Server:
     log = cwd / f"server-{time.monotonic_ns()}.log"
     out = log.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "fedloom", "server", str(experiment), "--dir", str(fed.root),
-         "--listen", "127.0.0.1:0", "--verbose", *args],
-        cwd=cwd, env=environment(cwd), stdout=out, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fedloom",
+            "server",
+            str(experiment),
+            "--dir",
+            str(fed.root),
+            "--listen",
+            "127.0.0.1:0",
+            "--verbose",
+            *args,
+        ],
+        cwd=cwd,
+        env=environment(cwd),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = re.search(r"listening on [\d.]+:(\d+) for run (\S+)", log.read_text())
@@ -120,17 +156,46 @@ def start_server(cwd: Path, experiment: Path, fed: Federation, *args: str,
     raise AssertionError(f"server did not start:\n{log.read_text()}")
 
 
-def start_site(cwd: Path, port: int, fed: Federation, site: str, data: Path, *args: str,
-               model: str = "site_models:digits_softmax",
-               cert: Path | None = None) -> subprocess.Popen[str]:  # fmt: skip
+def start_site(
+    cwd: Path,
+    port: int,
+    fed: Federation,
+    site: str,
+    data: Path,
+    *args: str,
+    model: str = "site_models:digits_softmax",
+    cert: Path | None = None,
+) -> subprocess.Popen[str]:
     log = (cwd / f"site-{site}-{time.monotonic_ns()}.log").open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", "fedloom", "client", "--server", f"127.0.0.1:{port}",
-         "--identity", str(cert or fed.cert(site)), "--key", str(fed.key(site)),
-         "--ca", str(fed.ca_cert), "--data", str(data), "--model", model,
-         "--backoff-max", "1", "--verbose", *args],
-        cwd=cwd, env=environment(cwd), stdout=log, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fedloom",
+            "client",
+            "--server",
+            f"127.0.0.1:{port}",
+            "--identity",
+            str(cert or fed.cert(site)),
+            "--key",
+            str(fed.key(site)),
+            "--ca",
+            str(fed.ca_cert),
+            "--data",
+            str(data),
+            "--model",
+            model,
+            "--backoff-max",
+            "1",
+            "--verbose",
+            *args,
+        ],
+        cwd=cwd,
+        env=environment(cwd),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 120) -> int:

@@ -109,7 +109,7 @@ def check_certificate(
             f"certificate of {site!r} is not signed by this federation's CA "
             f"({ca.subject.rfc4514_string()})"
         ) from None
-    moment = dt.datetime.now(dt.timezone.utc) if now is None else now
+    moment = dt.datetime.now(dt.UTC) if now is None else now
     if moment > cert.not_valid_after_utc:
         raise CertificateRefused(
             f"certificate of {site!r} expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
