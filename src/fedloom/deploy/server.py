@@ -46,6 +46,7 @@ class ServerOptions:
     wait_for: int | None = None
     deadline: float = 60.0
     heartbeat: float = 5.0
+    hello_timeout: float = 10.0
     chunk_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
@@ -93,6 +94,7 @@ def serve(
         verifier=options.verifier,
         chunk_bytes=options.chunk_bytes,
         heartbeat=options.heartbeat,
+        hello_timeout=options.hello_timeout,
     )
     started = time.perf_counter()
     with GrpcExecutor(

@@ -184,6 +184,12 @@ class FederationService:
             ) from None
         except StopAsyncIteration:
             raise _Refused(grpc.StatusCode.CANCELLED, "stream ended before Hello") from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # an oversized or undecodable first message
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT, f"cannot read Hello: {error}"
+            ) from None
         if first.WhichOneof("kind") != "hello":
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be Hello")
         hello = first.hello
