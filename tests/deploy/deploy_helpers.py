@@ -212,3 +212,48 @@ def stop(*processes: subprocess.Popen[str]) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_relay(
+    cwd: Path, port: int, fed: Federation, name: str, listen: int, region: Path, *args: str
+) -> subprocess.Popen[str]:
+    log = (cwd / f"relay-{name}-{time.monotonic_ns()}.log").open("w")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fedloom",
+            "relay",
+            "--server",
+            f"127.0.0.1:{port}",
+            "--identity",
+            str(fed.cert(name)),
+            "--key",
+            str(fed.key(name)),
+            "--ca",
+            str(fed.ca_cert),
+            "--model",
+            "site_models:digits_softmax",
+            "--dir",
+            str(fed.root),
+            "--listen",
+            f"127.0.0.1:{listen}",
+            "--allowlist",
+            str(region),
+            "--verbose",
+            *args,
+        ],
+        cwd=cwd,
+        env=environment(cwd),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

@@ -5,7 +5,6 @@ the sites (one of them restarted too) reconnect on their own."""
 from __future__ import annotations
 
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from deploy_helpers import (
     experiment_text,
     federation,
     finish,
+    free_port,
     start_server,
     start_site,
     stop,
@@ -24,12 +24,6 @@ from fedloom.experiment import Experiment
 from fedloom.store import RunStore
 
 SITES = ["site-a", "site-b", "site-c"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for(server: Server, pattern: str, timeout: float = 90) -> None:
@@ -47,11 +41,13 @@ def test_killed_site_and_killed_server(tmp_path: Path) -> None:
     (tmp_path / "exp.toml").write_text(text)
     fed = federation(tmp_path / "fed", SITES)
     data = write_site_data(Experiment.from_toml(text), tmp_path / "data")
-    listen = f"127.0.0.1:{_free_port()}"
+    listen = f"127.0.0.1:{free_port()}"
     args = ("--listen", listen, "--deadline", "30")
     server = start_server(tmp_path, tmp_path / "exp.toml", fed, *args)
+    # Every site takes about 1 s a round (50 ms steps), so the test acts mid-round.
     fast = [
-        start_site(tmp_path, server.port, fed, s, d) for s, d in zip(SITES[:2], data[:2], strict=True)
+        start_site(tmp_path, server.port, fed, s, d, model="site_models:slow_digits")
+        for s, d in zip(SITES[:2], data[:2], strict=True)
     ]
     slow = start_site(
         tmp_path, server.port, fed, "site-c", data[2], model="site_models:slow_digits"

@@ -318,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 from fedloom.cli.ca import ca  # noqa: E402  (subcommand modules register on the group)
 from fedloom.cli.deploy import client, server  # noqa: E402
+from fedloom.cli.relay import relay  # noqa: E402
 
 cli.add_command(ca)
 cli.add_command(server)
 cli.add_command(client)
+cli.add_command(relay)

@@ -61,8 +61,12 @@ def _warn_insecure(who: str) -> None:
 @click.option("--wait", "wait_for", type=int, help="Sites to wait for before round 0 (all).")
 @click.option("--deadline", default=60.0, show_default=True, help="Seconds a round waits.")
 @click.option("--heartbeat", default=5.0, show_default=True, help="Heartbeat interval (s).")
-@click.option("--hello-timeout", default=10.0, show_default=True,
-              help="Seconds a new connection may stay silent before its Hello.")
+@click.option(
+    "--hello-timeout",
+    default=10.0,
+    show_default=True,
+    help="Seconds a new connection may stay silent before its Hello.",
+)
 @click.option("--chunk-bytes", default=1 << 20, show_default=True, help="Bytes per chunk.")
 @click.option(
     "--runs",

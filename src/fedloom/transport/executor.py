@@ -77,8 +77,9 @@ class GrpcExecutor:
     def __enter__(self) -> GrpcExecutor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        # Interrupted: sites keep trying, so a restarted server finds them again.
+        self.close(finished=kind is None)
 
     def traffic(self) -> tuple[int, int]:
         """Bytes sent down to sites and up from them so far (gRPC frames)."""
@@ -94,11 +95,12 @@ class GrpcExecutor:
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         return self._call(self._run(tasks))
 
-    def close(self, reason: str = "the run is over") -> None:
-        """Say goodbye to every site, stop the server and its loop."""
+    def close(self, reason: str = "the run is over", *, finished: bool = True) -> None:
+        """Stop the server and its loop; with ``finished``, first tell every site the run is
+        over (they exit), otherwise only that the server is going (they reconnect later)."""
         if self._server is None:
             return
-        self._call(self._stop(reason))
+        self._call(self._stop(reason if finished else "the server is stopping", finished))
         self._server = None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
@@ -129,8 +131,8 @@ class GrpcExecutor:
         self._server = server
         return int(port)
 
-    async def _stop(self, reason: str) -> None:
-        self.service.finish(reason)
+    async def _stop(self, reason: str, finished: bool) -> None:
+        self.service.finish(reason, finished=finished)
         await asyncio.sleep(0.2)  # let goodbyes reach the sites
         assert self._server is not None
         await self._server.stop(grace=1.0)

@@ -106,9 +106,10 @@ class FederationService:
     def connected(self) -> list[str]:
         return [site for site, s in self.sessions.items() if s.closed is None]
 
-    def finish(self, reason: str) -> None:
-        """Tell every site the run is over; they disconnect and do not come back."""
-        goodbye = pb.ServerMessage(goodbye=pb.Goodbye(reason=reason, finished=True))
+    def finish(self, reason: str, *, finished: bool = True) -> None:
+        """Say goodbye to every site: with ``finished`` they leave for good, otherwise they
+        reconnect later."""
+        goodbye = pb.ServerMessage(goodbye=pb.Goodbye(reason=reason, finished=finished))
         for session in list(self.sessions.values()):
             session.send(goodbye)
             session.send(None)

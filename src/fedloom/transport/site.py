@@ -140,8 +140,10 @@ class Site:
                     error.code().name,
                     error.details(),
                 )
-            except (ProtocolError, OSError) as error:
-                log.warning("%s: %s", self.name, error)
+            except SiteRefused:
+                raise
+            except Exception as error:  # a broken stream, a protocol error: connect again
+                log.warning("%s: connection lost: %s: %s", self.name, type(error).__name__, error)
             else:
                 if finished is not None:
                     return finished
@@ -226,7 +228,10 @@ class Site:
         interval = every if every > 0 else 5.0
         while True:
             await asyncio.sleep(interval)
-            await write(pb.SiteMessage(heartbeat=pb.Heartbeat(sent=time.time())))  # type: ignore[misc]
+            try:
+                await write(pb.SiteMessage(heartbeat=pb.Heartbeat(sent=time.time())))  # type: ignore[misc]
+            except Exception:  # the stream ended; the task loop notices and reconnects
+                return
 
     async def _tasks(
         self, call: grpc.aio.StreamStreamCall, write: Callable[..., object], chunk_bytes: int
