@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint typecheck results bench clean proto
+.PHONY: setup demo test lint typecheck results bench bench-deploy clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ results: setup
 # installs Flower into bench/.venv-flower). Not part of `make test`.
 bench: setup
 	OMP_NUM_THREADS=1 $(PY) bench/run.py
+	$(MAKE) bench-deploy
+
+# gRPC with mutual TLS on loopback: 20 site processes, a 10-million-parameter model, 5 rounds,
+# beside a bare TLS socket; writes docs/deploy-benchmark.md (about a minute on 2 cores).
+bench-deploy: setup
+	OMP_NUM_THREADS=1 $(PY) bench/deploy_bench.py
 
 # Regenerate the committed protobuf code from proto/ (docs/protocol.md describes the schema).
 # Only messages are generated: the transport wires the one gRPC method itself.
