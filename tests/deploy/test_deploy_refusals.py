@@ -165,6 +165,7 @@ def test_refused_peers_leave_the_server_healthy(tmp_path: Path) -> None:
         )
         assert plain.returncode == 2
         assert "giving up" in plain.stderr
+        assert "WITHOUT TLS" in plain.stderr
 
         with socket.create_connection(("127.0.0.1", port)) as raw:
             raw.sendall(os.urandom(4096))

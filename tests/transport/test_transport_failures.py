@@ -86,3 +86,34 @@ def test_failures_stay_with_their_site() -> None:
         assert isinstance(again[0], ClientResult)
         np.testing.assert_array_equal(again[0].update, np.ones(10, np.float32))
         assert sorted(executor.connected()) == ["crash", "slow"]
+
+
+def test_silent_site_is_dropped_after_three_heartbeats() -> None:
+    config = ServiceConfig(
+        run="r", layout=LAYOUT, training=TrainingConfig("fedavg", {"lr": 0.1}),
+        sites=("quiet",), verifier=None, heartbeat=0.2,
+    )  # fmt: skip
+    with GrpcExecutor(config, address="127.0.0.1:0", credentials=None, deadline=5) as executor:
+        channel = grpc.insecure_channel(f"127.0.0.1:{executor.port}")
+        join = channel.stream_stream(
+            "/fedloom.v1.Federation/Join", request_serializer=pb.SiteMessage.SerializeToString,
+            response_deserializer=pb.ServerMessage.FromString,
+        )  # fmt: skip
+        hello = pb.SiteMessage(hello=pb.Hello(protocol_version=1, site="quiet",
+                                              layout=layout_to_pb(LAYOUT)))  # fmt: skip
+        release = threading.Event()
+
+        def requests() -> object:
+            yield hello
+            release.wait(30)  # then say nothing at all
+
+        kinds = [m.WhichOneof("kind") for m in join(requests())]
+        release.set()
+        channel.close()
+        # Welcome, then the server's own heartbeats, then it gives up on the silent site.
+        assert kinds[0] == "welcome"
+        assert set(kinds[1:]) == {"heartbeat"}
+        assert executor.connected() == []
+        (reply,) = executor.run([TrainTask(0, Broadcast(0, np.zeros(10, np.float32), seed=0))])
+        assert isinstance(reply, Failure)
+        assert reply.reason == "site quiet is not connected"
