@@ -23,7 +23,6 @@ from fedloom.cli.progress import Mode, RoundProgress
 from fedloom.core.errors import MissingExtra
 from fedloom.engine import RoundRecord, ServerState
 from fedloom.experiment import Experiment, ExperimentError, load_experiment, validate_file
-from fedloom.pki import PkiError
 from fedloom.reporting import RunSeries, comparison_rows, plot_runs, write_report
 from fedloom.runner import RoundObserver, run_experiment
 from fedloom.store import RunInfo, RunStore, StoreError
@@ -307,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(error.exit_code)
     except (
         ExperimentError, StoreError, TrackingError, MissingExtra, FileNotFoundError,
-        PermissionError, PkiError,
+        PermissionError,
     ) as error:  # fmt: skip
         click.echo(f"error: {error}", err=True)
         sys.exit(2)

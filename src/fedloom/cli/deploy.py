@@ -8,18 +8,9 @@ from pathlib import Path
 
 import click
 
-from fedloom.cli.ca import ca_dir_option
+from fedloom.cli.ca import Refused, ca_dir_option, user_errors
 
 SERVER_CERT = "server"
-
-
-class Refused(click.ClickException):
-    """A deployment error a user can act on: one ``error:`` line, exit status 2."""
-
-    exit_code = 2
-
-    def show(self, file: object = None) -> None:
-        click.echo(f"error: {self.message}", err=True)
 
 
 def _logging(verbose: bool) -> None:
@@ -83,6 +74,7 @@ def _warn_insecure(who: str) -> None:
 )
 @click.option("--new", is_flag=True, help="Start a new run even if one is unfinished.")
 @click.option("--verbose", "-v", is_flag=True, help="Log sessions and rounds.")
+@user_errors
 def server(
     file: Path,
     root: Path,
@@ -207,6 +199,7 @@ def server(
 @click.option("--give-up-after", type=float, help="Stop after this many seconds unjoined.")
 @click.option("--backoff-max", default=30.0, show_default=True, help="Longest retry delay (s).")
 @click.option("--verbose", "-v", is_flag=True, help="Log connections and tasks.")
+@user_errors
 def client(
     target: str,
     identity: Path | None,
@@ -222,9 +215,9 @@ def client(
     verbose: bool,
 ) -> None:
     """Take part in a federation as one site, training on local data only."""
-    from fedloom.deploy import SiteError, load_model, load_site_data, site_program
+    from fedloom.deploy import load_model, load_site_data, site_program
     from fedloom.pki import site_of
-    from fedloom.transport import Backoff, Site, SiteCredentials, SiteRefused, TrainingConfig
+    from fedloom.transport import Backoff, Site, SiteCredentials, TrainingConfig
 
     _logging(verbose)
     if insecure:
@@ -243,11 +236,8 @@ def client(
         pem, ca = identity.read_bytes(), ca_cert.read_bytes()
         name = site_of(pem, ca)  # refuses an expired or foreign certificate before connecting
         credentials = SiteCredentials(pem, key.read_bytes(), ca, server_name=server_name)
-    try:
-        local = load_site_data(data)
-        layout = load_model(model_ref).layout
-    except SiteError as error:
-        raise Refused(str(error)) from None
+    local = load_site_data(data)
+    layout = load_model(model_ref).layout
 
     def prepare(config: TrainingConfig) -> object:
         return site_program(config, load_model(model_ref, loss=config.loss), local)
@@ -261,8 +251,5 @@ def client(
         backoff=Backoff(maximum=backoff_max),
         give_up_after=give_up_after,
     )
-    try:
-        reason = site.run()
-    except SiteRefused as error:
-        raise Refused(str(error)) from None
+    reason = site.run()
     click.echo(f"{name}: {reason} ({site.tasks_done} tasks done)")

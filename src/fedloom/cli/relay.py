@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from fedloom.cli.ca import ca_dir_option
-from fedloom.cli.deploy import SERVER_CERT, Refused, _logging, _warn_insecure
+from fedloom.cli.ca import ca_dir_option, user_errors
+from fedloom.cli.deploy import SERVER_CERT, _logging, _warn_insecure
 
 
 @click.command()
@@ -59,6 +59,7 @@ from fedloom.cli.deploy import SERVER_CERT, Refused, _logging, _warn_insecure
 @click.option("--deadline", default=60.0, show_default=True, help="Seconds a task waits.")
 @click.option("--give-up-after", type=float, help="Stop after this many seconds unjoined.")
 @click.option("--verbose", "-v", is_flag=True, help="Log connections and rounds.")
+@user_errors
 def relay(
     target: str,
     identity: Path | None,
@@ -78,10 +79,10 @@ def relay(
     verbose: bool,
 ) -> None:
     """Serve a region's sites and take part in the central federation as one site."""
-    from fedloom.deploy import RelayOptions, SiteError, load_model, site_names
+    from fedloom.deploy import RelayOptions, load_model, site_names
     from fedloom.deploy import relay as run_relay
     from fedloom.pki import Federation, Verifier, site_of
-    from fedloom.transport import ServerCredentials, SiteCredentials, SiteRefused
+    from fedloom.transport import ServerCredentials, SiteCredentials
 
     _logging(verbose)
     fed = Federation(root)
@@ -107,24 +108,21 @@ def relay(
             ca=fed.ca_cert.read_bytes(),
         )
         verifier = Verifier(root)
-    try:
-        layout = load_model(model_ref).layout
-        options = RelayOptions(
-            address=listen,
-            sites=sites,
-            credentials=down,
-            verifier=verifier,
-            wait_for=wait_for,
-            deadline=deadline,
-        )
-        reason = run_relay(
-            upstream=target,
-            name=name,
-            layout=layout,
-            upstream_credentials=up,
-            options=options,
-            give_up_after=give_up_after,
-        )
-    except (SiteError, SiteRefused) as error:
-        raise Refused(str(error)) from None
+    layout = load_model(model_ref).layout
+    options = RelayOptions(
+        address=listen,
+        sites=sites,
+        credentials=down,
+        verifier=verifier,
+        wait_for=wait_for,
+        deadline=deadline,
+    )
+    reason = run_relay(
+        upstream=target,
+        name=name,
+        layout=layout,
+        upstream_credentials=up,
+        options=options,
+        give_up_after=give_up_after,
+    )
     click.echo(f"relay {name}: {reason}")

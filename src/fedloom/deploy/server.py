@@ -25,7 +25,7 @@ from fedloom.pki import Verifier, read_allowlist
 from fedloom.runner import Outcome, RoundObserver
 from fedloom.simulation import held_out_evaluation
 from fedloom.store import Checkpoint, RunStore, StoreError, code_version
-from fedloom.transport import GrpcExecutor, ServerCredentials, ServiceConfig
+from fedloom.transport import MAX_CHUNK_BYTES, GrpcExecutor, ServerCredentials, ServiceConfig
 
 log = logging.getLogger("fedloom.server")
 
@@ -52,6 +52,14 @@ class ServerOptions:
     def __post_init__(self) -> None:
         if not self.sites:
             raise ValueError("sites must name at least one site (the federation's allow-list)")
+        if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 4:
+            raise ValueError(
+                f"chunk_bytes must be a multiple of 4 in [1024, {MAX_CHUNK_BYTES}], "
+                f"got {self.chunk_bytes}"
+            )
+        for name in ("deadline", "heartbeat", "hello_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
         if self.wait_for is not None and not 0 <= self.wait_for <= len(self.sites):
             raise ValueError(
                 f"wait_for must be between 0 and the {len(self.sites)} sites, got {self.wait_for}"
