@@ -163,6 +163,10 @@ class GrpcExecutor:
         session = self.service.sessions.get(site)
         if session is None or session.closed is not None:
             return Failure(f"site {site} is not connected")
+        if self.service.revoked(session):
+            log.warning("site %s: its certificate was revoked; closing its stream", site)
+            session.close("certificate revoked")
+            return Failure(f"site {site}: certificate revoked")
         task_id = next(self._ids)
         future = session.expect(task_id, "train" if isinstance(task, TrainTask) else "evaluate")
         session.send(self._messages(task_id, task, session))

@@ -119,7 +119,7 @@ class FederationService:
     ) -> None:
         peer = context.peer()
         try:
-            site = await self._authenticate(requests, context, peer)
+            site, serial = await self._authenticate(requests, context, peer)
         except _Refused as refused:
             log.warning("refused %s: %s", peer, refused.reason)
             await context.abort(refused.code, refused.reason)
@@ -127,6 +127,7 @@ class FederationService:
         session = Session(
             site,
             peer,
+            serial=serial,
             max_length=self.config.layout.size,
             chunk_bytes=self.config.chunk_bytes,
             traffic=self.traffic,
@@ -162,15 +163,17 @@ class FederationService:
 
     async def _authenticate(
         self, requests: AsyncIterator[pb.SiteMessage], context: grpc.aio.ServicerContext, peer: str
-    ) -> str:
+    ) -> tuple[str, int | None]:
         identity: str | None = None
+        serial: int | None = None
         verifier = self.config.verifier
         if verifier is not None:
             pems = context.auth_context().get("x509_pem_cert") or []
             if not pems:
                 raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "no client certificate presented")
             try:
-                identity = verifier.verify(pems[0]).site
+                verified = verifier.verify(pems[0])
+                identity, serial = verified.site, verified.serial
             except CertificateRefused as error:
                 raise _Refused(grpc.StatusCode.PERMISSION_DENIED, error.reason) from None
             except PkiError as error:
@@ -213,7 +216,18 @@ class FederationService:
                 f"site {identity}'s model ({describe_layout(theirs)}) differs from the run's "
                 f"({describe_layout(self._layout)}); build the model the experiment describes",
             )
-        return identity
+        return identity, serial
+
+    def revoked(self, session: Session) -> bool:
+        """Whether ``session``'s certificate has been revoked since it connected."""
+        verifier = self.config.verifier
+        if verifier is None or session.serial is None:
+            return False
+        try:
+            return session.serial in verifier.revoked()
+        except PkiError as error:
+            log.error("cannot read the revocation list: %s", error)
+            return False
 
     async def _read(self, session: Session, requests: AsyncIterator[pb.SiteMessage]) -> None:
         loop = asyncio.get_running_loop()

@@ -49,6 +49,8 @@ class Session:
     max_length: int
     chunk_bytes: int
     traffic: Traffic
+    serial: int | None = None
+    """The serial number of the site's certificate (None on an insecure server)."""
     outgoing: asyncio.Queue[Outgoing | None] = field(default_factory=asyncio.Queue)
     pending: dict[int, _Pending] = field(default_factory=dict)
     cancelled: set[int] = field(default_factory=set)
