@@ -3,11 +3,15 @@ in-process engine reaches with the same seed, and the store names who took part.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 from deploy_helpers import (
+    environment,
     experiment_text,
     federation,
     finish,
@@ -79,3 +83,12 @@ def test_grpc_run_equals_simulation(tmp_path: Path) -> None:
         .fetchall()
     )
     assert [site for _, site in named] == [SITES[c] for r in rounds for c in r.accepted]
+    shown = subprocess.run(
+        [sys.executable, "-m", "fedloom", "show", server.run_id, "--json"],
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(shown.stdout)["sites"] == SITES
