@@ -84,6 +84,11 @@ def serve(
     """
     built = build(experiment)
     sites = options.sites
+    if experiment.devices is not None or experiment.run.executor != "inprocess":
+        log.warning(
+            "[devices] and [run] executor describe simulations; a deployment ignores them "
+            "(the sites are the devices)"
+        )
     try:
         built.schedule.cohort.check(len(sites))
     except ValueError as error:
