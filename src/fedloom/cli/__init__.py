@@ -156,6 +156,7 @@ def show(run_id: str, runs_dir: Path, config_only: bool, as_json: bool) -> None:
     with _store(runs_dir, create=False) as store:
         info = store.run(run_id)
         rounds = store.rounds(info.id)
+        sites = store.sites(info.id)  # a deployed run's client index → certificate identity
     if config_only:
         click.echo(info.config, nl=False)
         return
@@ -170,12 +171,16 @@ def show(run_id: str, runs_dir: Path, config_only: bool, as_json: bool) -> None:
                 for r in rounds
             ],
         }  # fmt: skip
+        if sites:
+            out["sites"] = sites
         click.echo(json.dumps(out, indent=2))
         return
     click.echo(
         f"run {info.id}  {info.name}  {info.status}  seed {info.seed}  code {info.code_version}\n"
         f"created {info.created}  finished {info.finished or '-'}  {info.stopped}"
     )
+    if sites:
+        click.echo("sites: " + ", ".join(f"{i}={name}" for i, name in enumerate(sites)))
     click.echo("")
     click.echo(info.config)
     metrics = ("train_loss", "test_loss", "test_accuracy", "client_test_accuracy", "bytes_up")
@@ -317,3 +322,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted; resume with `fedloom run --resume RUN`", err=True)
         sys.exit(130)
+
+
+from fedloom.cli.ca import ca  # noqa: E402  (subcommand modules register on the group)
+from fedloom.cli.deploy import client, server  # noqa: E402
+from fedloom.cli.relay import relay  # noqa: E402
+
+cli.add_command(ca)
+cli.add_command(server)
+cli.add_command(client)
+cli.add_command(relay)

@@ -218,6 +218,24 @@ class RunStore:
         """The first stop request for ``run_id`` made at or after ``since``, if any."""
         return pending_stop(self._connection, self.path, run_id, since=since)
 
+    def record_sites(self, run_id: str, sites: Sequence[str]) -> None:
+        """Record a deployed run's population: client ``i`` is the site named ``sites[i]`` (the
+        identity in its certificate), so each round's participants can be named."""
+        with transaction(self._connection, self.path) as conn:
+            self._require_run(conn, run_id)
+            conn.execute(schema.SITES_TABLE)
+            conn.execute(schema.DELETE_SITES, (run_id,))
+            conn.executemany(
+                schema.INSERT_SITE, [(run_id, i, str(site)) for i, site in enumerate(sites)]
+            )
+
+    def sites(self, run_id: str) -> list[str]:
+        """A deployed run's site names by client index; empty for a simulated run."""
+        self._require_run(self._connection, run_id)
+        if not self._read(schema.HAS_SITES):
+            return []
+        return [str(row[0]) for row in self._read(schema.SELECT_SITES, (run_id,))]
+
     @property
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

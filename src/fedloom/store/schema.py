@@ -11,6 +11,8 @@ Schema version 1::
                  status TEXT ('accepted' | 'rejected'), reason TEXT,
                  PRIMARY KEY (run_id, round, client), (run_id, round) → rounds)
     checkpoints(run_id PRIMARY KEY → runs.id, round INTEGER, data BLOB, created)
+    sites(run_id → runs.id, client INTEGER, site TEXT, PRIMARY KEY (run_id, client))
+        -- only once a deployed run records client i's certificate identity (SITES_TABLE)
 
 Times are ISO 8601 text in UTC. ``participants.position`` is the client's place in the round's
 cohort, so a cohort comes back in the order it was sampled. ``rounds.metrics`` is a JSON object
@@ -28,6 +30,15 @@ from __future__ import annotations
 
 SCHEMA_VERSION = 1
 """The newest schema this fedloom writes and reads; older ones would be migrated on open."""
+
+SITES_TABLE = """CREATE TABLE IF NOT EXISTS sites (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        client INTEGER NOT NULL,
+        site TEXT NOT NULL,
+        PRIMARY KEY (run_id, client)
+    )"""
+"""Made when a deployed run first records its sites (``CREATE TABLE IF NOT EXISTS``), so
+stores that never held a deployed run stay exactly as schema version 1 describes."""
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS meta (
@@ -128,3 +139,8 @@ SELECT_PARTICIPANTS = """SELECT round, client, status, reason FROM participants
 DELETE_CHECKPOINT = "DELETE FROM checkpoints WHERE run_id = ?"
 INSERT_CHECKPOINT = "INSERT INTO checkpoints (run_id, round, data, created) VALUES (?, ?, ?, ?)"
 SELECT_CHECKPOINT = "SELECT data FROM checkpoints WHERE run_id = ?"
+
+DELETE_SITES = "DELETE FROM sites WHERE run_id = ?"
+INSERT_SITE = "INSERT INTO sites (run_id, client, site) VALUES (?, ?, ?)"
+SELECT_SITES = "SELECT site FROM sites WHERE run_id = ? ORDER BY client"
+HAS_SITES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'sites'"

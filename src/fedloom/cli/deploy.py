@@ -1,0 +1,255 @@
+"""``fedloom server`` and ``fedloom client``: a real federation over gRPC with mutual TLS."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from fedloom.cli.ca import Refused, ca_dir_option, user_errors
+
+SERVER_CERT = "server"
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _warn_insecure(who: str) -> None:
+    click.echo(
+        f"warning: {who} runs WITHOUT TLS (--insecure): updates cross the network in the clear "
+        "and sites are not authenticated; use only on a trusted network or for testing",
+        err=True,
+    )
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@ca_dir_option
+@click.option("--listen", default="0.0.0.0:50051", show_default=True, help="HOST:PORT to serve.")
+@click.option(
+    "--cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Server certificate (default DIR/sites/server.pem).",
+)
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Server key (default DIR/sites/server.key).",
+)
+@click.option(
+    "--allowlist",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sites file (default DIR/allowlist.txt); its order is the population's.",
+)
+@click.option("--insecure", is_flag=True, help="Serve without TLS (prints a warning).")
+@click.option("--wait", "wait_for", type=int, help="Sites to wait for before round 0 (all).")
+@click.option("--deadline", default=60.0, show_default=True, help="Seconds a round waits.")
+@click.option("--heartbeat", default=5.0, show_default=True, help="Heartbeat interval (s).")
+@click.option(
+    "--hello-timeout",
+    default=10.0,
+    show_default=True,
+    help="Seconds a new connection may stay silent before its Hello.",
+)
+@click.option("--chunk-bytes", default=1 << 20, show_default=True, help="Bytes per chunk.")
+@click.option(
+    "--runs",
+    "runs_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    envvar="FEDLOOM_RUNS",
+    show_default=True,
+)
+@click.option(
+    "--resume",
+    metavar="RUN",
+    help="Continue RUN (default: the newest unfinished run of this experiment).",
+)
+@click.option("--new", is_flag=True, help="Start a new run even if one is unfinished.")
+@click.option("--verbose", "-v", is_flag=True, help="Log sessions and rounds.")
+@user_errors
+def server(
+    file: Path,
+    root: Path,
+    listen: str,
+    cert: Path | None,
+    key: Path | None,
+    allowlist: Path | None,
+    insecure: bool,
+    wait_for: int | None,
+    deadline: float,
+    heartbeat: float,
+    hello_timeout: float,
+    chunk_bytes: int,
+    runs_dir: Path,
+    resume: str | None,
+    new: bool,
+    verbose: bool,
+) -> None:
+    """Coordinate a federation training the experiment FILE; sites join with `fedloom client`."""
+    from fedloom.cli import STORE_FILE
+    from fedloom.deploy import ServerOptions, serve, site_names
+    from fedloom.experiment import load_experiment
+    from fedloom.pki import Federation, Verifier
+    from fedloom.store import RunStore
+    from fedloom.transport import ServerCredentials
+
+    _logging(verbose)
+    experiment = load_experiment(file)
+    fed = Federation(root)
+    sites = site_names(allowlist or fed.allowlist)
+    if insecure:
+        _warn_insecure("the server")
+        credentials, verifier = None, None
+    else:
+        verifier = Verifier(root)
+        credentials = ServerCredentials(
+            certificate=(cert or fed.cert(SERVER_CERT)).read_bytes(),
+            key=(key or fed.key(SERVER_CERT)).read_bytes(),
+            ca=fed.ca_cert.read_bytes(),
+        )
+    try:
+        options = ServerOptions(
+            address=listen,
+            sites=sites,
+            credentials=credentials,
+            verifier=verifier,
+            wait_for=wait_for,
+            deadline=deadline,
+            heartbeat=heartbeat,
+            hello_timeout=hello_timeout,
+            chunk_bytes=chunk_bytes,
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+    def listening(port: int, run_id: str) -> None:
+        host = listen.rsplit(":", 1)[0]
+        click.echo(
+            f"listening on {host}:{port} for run {run_id} "
+            f"({'insecure' if insecure else 'mutual TLS'}; {len(sites)} sites)"
+        )
+        sys.stdout.flush()
+
+    def progress(record: object, state: object) -> None:
+        from fedloom.engine import RoundRecord
+
+        assert isinstance(record, RoundRecord)
+        names = ", ".join(sites[c] for c in record.accepted)
+        click.echo(
+            f"round {record.round}: {len(record.accepted)}/{len(record.cohort)} "
+            f"took part ({names}); {record.aborted or ''}".rstrip("; ")
+        )
+        sys.stdout.flush()
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with RunStore.open(runs_dir / STORE_FILE) as store:
+        try:
+            outcome = serve(
+                experiment,
+                store,
+                options,
+                resume=resume,
+                new=new,
+                on_round=progress,
+                on_listening=listening,
+            )
+        except OSError as error:
+            raise Refused(f"cannot serve on {listen}: {error}") from None
+    click.echo(f"run {outcome.run_id} finished: {outcome.history.stopped}")
+
+
+@click.command()
+@click.option("--server", "target", required=True, metavar="HOST:PORT", help="The server.")
+@click.option(
+    "--identity",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This site's certificate (from `fedloom ca issue SITE`).",
+)
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Its key.")
+@click.option(
+    "--ca",
+    "ca_cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The federation's CA certificate (ca.pem).",
+)
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This site's data (.npz with x_train, y_train[, x_test, y_test]).",
+)
+@click.option(
+    "--model",
+    "model_ref",
+    required=True,
+    metavar="package.module:function",
+    help="A function returning this site's model (a fedloom Model or torch Module).",
+)
+@click.option("--insecure", is_flag=True, help="Connect without TLS (prints a warning).")
+@click.option("--site", "site_name", help="Site name on an --insecure server.")
+@click.option("--server-name", help="Name to expect in the server's certificate.")
+@click.option("--give-up-after", type=float, help="Stop after this many seconds unjoined.")
+@click.option("--backoff-max", default=30.0, show_default=True, help="Longest retry delay (s).")
+@click.option("--verbose", "-v", is_flag=True, help="Log connections and tasks.")
+@user_errors
+def client(
+    target: str,
+    identity: Path | None,
+    key: Path | None,
+    ca_cert: Path | None,
+    data: Path,
+    model_ref: str,
+    insecure: bool,
+    site_name: str | None,
+    server_name: str | None,
+    give_up_after: float | None,
+    backoff_max: float,
+    verbose: bool,
+) -> None:
+    """Take part in a federation as one site, training on local data only."""
+    from fedloom.deploy import load_model, load_site_data, site_program
+    from fedloom.pki import site_of
+    from fedloom.transport import Backoff, Site, SiteCredentials, TrainingConfig
+
+    _logging(verbose)
+    if insecure:
+        if site_name is None:
+            raise click.UsageError("--insecure needs --site NAME (no certificate names the site)")
+        _warn_insecure("this site")
+        credentials = None
+        name = site_name
+    else:
+        missing = [
+            o for o, v in (("--identity", identity), ("--key", key), ("--ca", ca_cert)) if v is None
+        ]
+        if missing:
+            raise click.UsageError(f"mutual TLS needs {', '.join(missing)} (or --insecure)")
+        assert identity is not None and key is not None and ca_cert is not None
+        pem, ca = identity.read_bytes(), ca_cert.read_bytes()
+        name = site_of(pem, ca)  # refuses an expired or foreign certificate before connecting
+        credentials = SiteCredentials(pem, key.read_bytes(), ca, server_name=server_name)
+    local = load_site_data(data)
+    layout = load_model(model_ref).layout
+
+    def prepare(config: TrainingConfig) -> object:
+        return site_program(config, load_model(model_ref, loss=config.loss), local)
+
+    site = Site(
+        target=target,
+        name=name,
+        layout=layout,
+        prepare=prepare,  # type: ignore[arg-type]
+        credentials=credentials,
+        backoff=Backoff(maximum=backoff_max),
+        give_up_after=give_up_after,
+    )
+    reason = site.run()
+    click.echo(f"{name}: {reason} ({site.tasks_done} tasks done)")

@@ -1,0 +1,29 @@
+"""Real deployments: ``fedloom server`` and ``fedloom client`` as Python functions.
+
+:func:`serve` trains an experiment with the sites that join over gRPC; :func:`join` takes part
+as one site with its own data and model. See ``docs/deployment.md``.
+"""
+
+from __future__ import annotations
+
+from fedloom.deploy.relay import RELAY_ALGORITHMS, RelayOptions, RelayProgram, relay
+from fedloom.deploy.server import ServerOptions, serve, site_names
+from fedloom.deploy.site import SiteData, SiteError, load_model, load_site_data, site_program
+from fedloom.deploy.training import client_program, training_config
+
+__all__ = [
+    "RELAY_ALGORITHMS",
+    "RelayOptions",
+    "RelayProgram",
+    "ServerOptions",
+    "SiteData",
+    "SiteError",
+    "client_program",
+    "load_model",
+    "load_site_data",
+    "relay",
+    "serve",
+    "site_names",
+    "site_program",
+    "training_config",
+]

@@ -1,0 +1,212 @@
+"""Run an experiment as a real federation: the engine on this machine, clients at the sites.
+
+:func:`serve` is what ``fedloom server`` calls. It builds the experiment as ``fedloom run``
+does (the server's data provides only the model's shape and the held-out test set), opens a
+gRPC server, waits for sites, and trains with the unchanged engine through a
+:class:`~fedloom.transport.GrpcExecutor`. Every round goes to the run store with the bytes
+that crossed the wire each way, and the run's population (client ``i`` is the site named
+``sites[i]``, the identity in its certificate) is recorded so the participants of each round
+can be named. A killed server, started again with the same experiment, resumes the newest
+unfinished run of that experiment from its checkpoint; sites reconnect on their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from fedloom.deploy.training import training_config
+from fedloom.engine import RoundRecord, ServerState, train
+from fedloom.experiment import Experiment, ExperimentError, build
+from fedloom.pki import Verifier, read_allowlist
+from fedloom.runner import Outcome, RoundObserver
+from fedloom.simulation import held_out_evaluation
+from fedloom.store import Checkpoint, RunStore, StoreError, code_version
+from fedloom.transport import MAX_CHUNK_BYTES, GrpcExecutor, ServerCredentials, ServiceConfig
+
+log = logging.getLogger("fedloom.server")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How the server listens and waits.
+
+    ``sites`` is the population in order (the federation's allow-list). ``credentials`` None
+    serves without TLS. ``wait_for`` sites must be connected before the first round (default:
+    all). ``deadline`` bounds each round's wait for replies.
+    """
+
+    address: str
+    sites: tuple[str, ...]
+    credentials: ServerCredentials | None
+    verifier: Verifier | None = None
+    wait_for: int | None = None
+    deadline: float = 60.0
+    heartbeat: float = 5.0
+    hello_timeout: float = 10.0
+    chunk_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if not self.sites:
+            raise ValueError("sites must name at least one site (the federation's allow-list)")
+        if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 4:
+            raise ValueError(
+                f"chunk_bytes must be a multiple of 4 in [1024, {MAX_CHUNK_BYTES}], "
+                f"got {self.chunk_bytes}"
+            )
+        for name in ("deadline", "heartbeat", "hello_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
+        if self.wait_for is not None and not 0 <= self.wait_for <= len(self.sites):
+            raise ValueError(
+                f"wait_for must be between 0 and the {len(self.sites)} sites, got {self.wait_for}"
+            )
+
+
+def serve(
+    experiment: Experiment,
+    store: RunStore,
+    options: ServerOptions,
+    *,
+    resume: str | None = None,
+    new: bool = False,
+    on_round: RoundObserver | None = None,
+    on_listening: Callable[[int, str], None] | None = None,
+) -> Outcome:
+    """Train ``experiment`` on the sites that join; see the module docstring.
+
+    ``resume`` names a run to continue; otherwise the newest unfinished run of this very
+    experiment is continued unless ``new``. ``on_listening(port, run_id)`` is called once the
+    server accepts connections.
+    """
+    built = build(experiment)
+    sites = options.sites
+    if experiment.devices is not None or experiment.run.executor != "inprocess":
+        log.warning(
+            "[devices] and [run] executor describe simulations; a deployment ignores them "
+            "(the sites are the devices)"
+        )
+    try:
+        built.schedule.cohort.check(len(sites))
+    except ValueError as error:
+        raise ExperimentError(
+            ("run", "cohort"), f"{error} (the federation has {len(sites)} sites)"
+        ) from None
+    task = "regression" if built.data.num_classes is None else "classification"
+    training = training_config(experiment, task=task)
+    config_text = experiment.to_toml()
+    run_id, state = _open_run(store, experiment, config_text, sites, resume=resume, new=new)
+    service = ServiceConfig(
+        run=run_id,
+        layout=built.algorithm.work.model.layout,
+        training=training,
+        sites=sites,
+        verifier=options.verifier,
+        chunk_bytes=options.chunk_bytes,
+        heartbeat=options.heartbeat,
+        hello_timeout=options.hello_timeout,
+    )
+    started = time.perf_counter()
+    with GrpcExecutor(
+        service,
+        address=options.address,
+        credentials=options.credentials,
+        deadline=options.deadline,
+    ) as executor:
+        if on_listening is not None:
+            on_listening(executor.port, run_id)
+        wanted = len(sites) if options.wait_for is None else options.wait_for
+        log.info("run %s: waiting for %d of %d sites", run_id, wanted, len(sites))
+        executor.wait_for_sites(wanted)
+        last = executor.traffic()
+
+        def record(round_record: RoundRecord, server_state: ServerState) -> None:
+            nonlocal last
+            down, up = executor.traffic()
+            wire = {"wire_bytes_down": float(down - last[0]), "wire_bytes_up": float(up - last[1])}
+            last = (down, up)
+            round_record = replace(round_record, metrics={**round_record.metrics, **wire})
+            checkpoint = None
+            final = server_state.round == built.schedule.rounds
+            if server_state.round % built.checkpoint_every == 0 or final:
+                checkpoint = Checkpoint(server_state, {})
+            store.record_round(run_id, round_record, checkpoint=checkpoint)
+            names = [sites[c] for c in round_record.accepted]
+            log.info(
+                "round %d: %d/%d took part (%s)",
+                round_record.round,
+                len(names),
+                len(round_record.cohort),
+                ", ".join(names),
+            )
+            if on_round is not None:
+                on_round(round_record, server_state)
+
+        try:
+            history = train(
+                built.algorithm,
+                executor,
+                built.schedule,
+                population=range(len(sites)),
+                evaluate=held_out_evaluation(built.algorithm.work.model, built.data),
+                state=state,
+                on_round=record,
+            )
+        except BaseException:
+            store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
+            raise
+    store.finish(run_id, status="completed", stopped=history.stopped)
+    return Outcome(run_id, history, time.perf_counter() - started)
+
+
+def _open_run(
+    store: RunStore,
+    experiment: Experiment,
+    config: str,
+    sites: Sequence[str],
+    *,
+    resume: str | None,
+    new: bool,
+) -> tuple[str, ServerState | None]:
+    if resume is None and not new:
+        unfinished = [
+            r
+            for r in store.runs()
+            if r.config == config and r.status != "completed" and store.sites(r.id)
+        ]
+        if unfinished:
+            resume = unfinished[0].id
+            log.info("resuming run %s, the newest unfinished run of this experiment", resume)
+    if resume is None:
+        run_id = store.create_run(
+            name=experiment.name,
+            config=config,
+            seed=experiment.run.seed,
+            code_version=code_version(),
+        )
+        store.record_sites(run_id, sites)
+        return run_id, None
+    info = store.run(resume)
+    if info.config != config:
+        raise StoreError(
+            f"run {info.id} was started from a different experiment; resume it with "
+            "the configuration it was recorded with (`fedloom show RUN --config`)"
+        )
+    recorded = store.sites(info.id)
+    if recorded and list(recorded) != list(sites):
+        raise StoreError(
+            f"run {info.id} ran with the sites {recorded}; the federation now lists {list(sites)}."
+            " Resume with the same allow-list, or start a new run with --new"
+        )
+    store.reopen(info.id)
+    store.record_sites(info.id, sites)
+    checkpoint = store.latest_checkpoint(info.id)
+    return info.id, None if checkpoint is None else checkpoint.state
+
+
+def site_names(path: Path) -> tuple[str, ...]:
+    """The population from an allow-list file (see :func:`fedloom.pki.read_allowlist`)."""
+    return tuple(read_allowlist(path))

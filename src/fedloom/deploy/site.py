@@ -1,0 +1,148 @@
+"""A site's own pieces: its data from a file, its model from an import path it chose.
+
+Nothing the server sends is ever imported or unpickled: the model comes from
+``package.module:function`` named on the site's command line, the data from its own ``.npz``
+file (read with ``allow_pickle=False``), and the training configuration is plain values.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedloom.algorithms import ClientProgram
+from fedloom.client.work import Array
+from fedloom.core.layout import Vector
+from fedloom.core.messages import Broadcast, ClientResult, ClientState
+from fedloom.core.model import Model
+from fedloom.deploy.training import client_program
+from fedloom.engine import Evaluation
+from fedloom.transport.config import TrainingConfig
+
+MODEL_REFERENCE = "package.module:function"
+
+
+class SiteError(Exception):
+    """A site's own setup (data file, model) that cannot be used, and why."""
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """A site's training examples and (possibly empty) local test split."""
+
+    x_train: Array
+    y_train: Array
+    x_test: Array
+    y_test: Array
+
+
+def load_site_data(path: str | Path) -> SiteData:
+    """Arrays ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test`` from an ``.npz``
+    archive (or ``x`` and ``y``, all for training). Labels are used as stored, so every site
+    must number classes as the experiment does."""
+    file = Path(path)
+    if not file.exists():
+        raise SiteError(f"the data file {str(file)!r} does not exist")
+    try:
+        archive = np.load(file, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise SiteError(f"cannot read {str(file)!r} as an .npz archive: {error}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise SiteError(
+            f"{str(file)!r} holds one array; save x_train=..., y_train=... with np.savez"
+        )
+    with archive:
+        names = set(archive.files)
+        try:
+            if {"x_train", "y_train"} <= names:
+                x, y = archive["x_train"], archive["y_train"]
+                if {"x_test", "y_test"} <= names:
+                    xt, yt = archive["x_test"], archive["y_test"]
+                else:
+                    xt, yt = x[:0], y[:0]
+            elif {"x", "y"} <= names:
+                x, y = archive["x"], archive["y"]
+                xt, yt = x[:0], y[:0]
+            else:
+                raise SiteError(
+                    f"{str(file)!r} has arrays {sorted(names)}; expected x_train and y_train "
+                    "(and optionally x_test, y_test), or x and y"
+                )
+        except ValueError as error:
+            raise SiteError(
+                f"{str(file)!r}: arrays of Python objects are refused: {error}"
+            ) from None
+    for split, (a, b) in {"train": (x, y), "test": (xt, yt)}.items():
+        if len(a) != len(b):
+            raise SiteError(f"{str(file)!r}: x_{split} has {len(a)} rows, y_{split} {len(b)}")
+        if a.dtype.kind not in "biuf" or b.dtype.kind not in "biuf":
+            raise SiteError(f"{str(file)!r}: {split} arrays must be numeric")
+    if len(x) == 0:
+        raise SiteError(f"{str(file)!r} has no training examples")
+    return SiteData(x, y, xt, yt)
+
+
+def load_model(reference: str, *, loss: str | None = None) -> Model:
+    """Call ``package.module:function`` (no arguments) for the site's model: a fedloom
+    :class:`~fedloom.core.model.Model`, or a ``torch.nn.Module`` trained with ``loss``."""
+    module_name, colon, attribute = reference.partition(":")
+    if not colon or not module_name or not attribute:
+        raise SiteError(f"--model must be {MODEL_REFERENCE!r}, got {reference!r}")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise SiteError(f"--model: cannot import {module_name!r}: {error}") from None
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            raise SiteError(f"--model: {module_name!r} has no attribute {attribute!r}")
+        found = getattr(found, part)
+    if not callable(found):
+        raise SiteError(f"--model: {reference!r} is not callable")
+    made = found()
+    if hasattr(made, "layout") and hasattr(made, "loss_and_grad"):
+        return made  # type: ignore[no-any-return]
+    try:
+        import torch
+
+        from fedloom.torch import TorchModel
+    except ImportError:
+        raise SiteError(
+            f"--model: {reference!r} returned {type(made).__name__}, not a fedloom "
+            "Model; a torch.nn.Module needs pip install 'fedloom[torch]'"
+        ) from None
+    if not isinstance(made, torch.nn.Module):
+        raise SiteError(
+            f"--model: {reference!r} returned {type(made).__name__}; expected a fedloom Model "
+            "or a torch.nn.Module"
+        )
+    return TorchModel(made, loss=loss or "cross_entropy")
+
+
+@dataclass
+class SiteProgram:
+    """The client program on this site's data, keeping its state between rounds."""
+
+    program: ClientProgram
+    data: SiteData
+    state: ClientState = field(default_factory=dict)
+
+    def train(self, broadcast: Broadcast) -> ClientResult:
+        result, self.state = self.program.run(
+            broadcast, self.data.x_train, self.data.y_train, self.state
+        )
+        return result
+
+    def evaluate(self, params: Vector) -> Evaluation:
+        if len(self.data.y_test) == 0:
+            return Evaluation(0)
+        metrics = self.program.evaluate(params, self.data.x_test, self.data.y_test)
+        return Evaluation(len(self.data.y_test), metrics)
+
+
+def site_program(config: TrainingConfig, model: Model, data: SiteData) -> SiteProgram:
+    """What the site runs for the server's ``config``."""
+    return SiteProgram(client_program(config, model), data)

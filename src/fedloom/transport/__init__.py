@@ -1,0 +1,32 @@
+"""fedloom over the network: gRPC with mutual TLS, a versioned protobuf schema, chunked vectors.
+
+The server side is :class:`GrpcExecutor`, the engine's executor interface answered by remote
+sites; the site side is :class:`Site`. Protobuf types stay inside this package (an
+import-linter contract forbids them elsewhere); the schema is ``proto/fedloom/v1`` and
+``docs/protocol.md`` describes it for implementers in other languages.
+"""
+
+from __future__ import annotations
+
+from fedloom.transport.codec import PROTOCOL_VERSION, ProtocolError
+from fedloom.transport.config import StageOptions, TrainingConfig
+from fedloom.transport.executor import GrpcExecutor, ServerCredentials
+from fedloom.transport.server import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, ServiceConfig
+from fedloom.transport.site import Backoff, Program, Site, SiteCredentials, SiteRefused
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "MAX_CHUNK_BYTES",
+    "PROTOCOL_VERSION",
+    "Backoff",
+    "GrpcExecutor",
+    "Program",
+    "ProtocolError",
+    "ServerCredentials",
+    "ServiceConfig",
+    "Site",
+    "SiteCredentials",
+    "SiteRefused",
+    "StageOptions",
+    "TrainingConfig",
+]

@@ -1,0 +1,242 @@
+"""Typed fedloom values to protobuf messages and back; vectors cut into chunks and reassembled.
+
+This module and the rest of :mod:`fedloom.transport` are the only places protobuf types appear
+(an import-linter contract keeps it so). Every decoder checks what it reads and raises
+:class:`ProtocolError` naming the problem; nothing from the wire is trusted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from fedloom.core.layout import Layout, Vector
+from fedloom.transport.config import Scalar, StageOptions, TrainingConfig
+from fedloom.transport.proto.v1 import fedloom_pb2 as pb
+
+PROTOCOL_VERSION = 1
+FRAME_BYTES = 5
+"""gRPC's length-prefixed framing adds 5 bytes to each message (a flag and a 4-byte length)."""
+MAX_METRICS = 256
+MAX_VECTORS = 8
+MAX_NAME = 200
+
+
+class ProtocolError(Exception):
+    """A message that breaks the fedloom protocol; the session that sent it is closed."""
+
+
+def wire_bytes(message: pb.SiteMessage | pb.ServerMessage) -> int:
+    """Bytes ``message`` occupies in the gRPC stream: serialized size plus framing."""
+    return int(message.ByteSize()) + FRAME_BYTES
+
+
+# ---- layouts ----
+
+LayoutKey = tuple[tuple[str, tuple[int, ...], bool], ...]
+
+
+def layout_to_pb(layout: Layout) -> pb.Layout:
+    return pb.Layout(
+        tensors=[
+            pb.Tensor(name=f.name, shape=f.shape, trainable=f.trainable) for f in layout.fields
+        ]
+    )
+
+
+def layout_key(layout: Layout) -> LayoutKey:
+    """What two parties must agree on: names, shapes and trainability, in order."""
+    return tuple((f.name, tuple(f.shape), f.trainable) for f in layout.fields)
+
+
+def layout_key_from_pb(message: pb.Layout) -> LayoutKey:
+    return tuple(
+        (t.name, tuple(int(d) for d in t.shape), bool(t.trainable)) for t in message.tensors
+    )
+
+
+def describe_layout(key: LayoutKey) -> str:
+    size = sum(int(np.prod(shape)) for _, shape, _ in key)
+    shown = ", ".join(f"{name}{list(shape)}" for name, shape, _ in key[:6])
+    more = f", … ({len(key)} tensors)" if len(key) > 6 else ""
+    return f"{size} parameters: {shown}{more}"
+
+
+# ---- training configuration ----
+
+
+def _scalar_to_pb(value: Scalar) -> pb.Scalar:
+    if isinstance(value, bool):
+        return pb.Scalar(flag=value)
+    if isinstance(value, int):
+        return pb.Scalar(integer=value)
+    if isinstance(value, float):
+        return pb.Scalar(number=value)
+    return pb.Scalar(text=value)
+
+
+def _scalar_from_pb(key: str, message: pb.Scalar) -> Scalar:
+    which = message.WhichOneof("value")
+    if which is None:
+        raise ProtocolError(f"option {key!r} has no value")
+    value: Scalar = getattr(message, which)
+    return value
+
+
+def _options(options: Mapping[str, pb.Scalar]) -> dict[str, Scalar]:
+    return {key: _scalar_from_pb(key, value) for key, value in options.items()}
+
+
+def config_to_pb(config: TrainingConfig) -> pb.TrainingConfig:
+    train = config.train
+    local = pb.LocalTraining(
+        lr=float(train["lr"]),
+        epochs=int(train.get("epochs") or 0),
+        steps=int(train.get("steps") or 0),
+        batch_size=int(train.get("batch_size", 32)),
+        optimizer=str(train.get("optimizer", "sgd")),
+        momentum=float(train.get("momentum", 0.0)),
+        weight_decay=float(train.get("weight_decay", 0.0)),
+    )
+    return pb.TrainingConfig(
+        algorithm=config.algorithm,
+        algorithm_options={k: _scalar_to_pb(v) for k, v in config.algorithm_options.items()},
+        train=local,
+        stages=[
+            pb.StageConfig(kind=s.kind, options={k: _scalar_to_pb(v) for k, v in s.options.items()})
+            for s in config.stages
+        ],
+        loss=config.loss or "",
+    )
+
+
+def config_from_pb(message: pb.TrainingConfig) -> TrainingConfig:
+    local = message.train
+    train: dict[str, Scalar] = {
+        "lr": local.lr,
+        "batch_size": local.batch_size,
+        "optimizer": local.optimizer,
+        "momentum": local.momentum,
+        "weight_decay": local.weight_decay,
+    }
+    if local.epochs:
+        train["epochs"] = local.epochs
+    if local.steps:
+        train["steps"] = local.steps
+    try:
+        return TrainingConfig(
+            algorithm=message.algorithm,
+            train=train,
+            algorithm_options=_options(message.algorithm_options),
+            stages=tuple(StageOptions(s.kind, _options(s.options)) for s in message.stages),
+            loss=message.loss or None,
+        )
+    except ValueError as error:
+        raise ProtocolError(f"training configuration: {error}") from None
+
+
+# ---- metrics ----
+
+
+def check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    if len(metrics) > MAX_METRICS:
+        raise ProtocolError(f"{len(metrics)} metrics in one message; at most {MAX_METRICS}")
+    for name in metrics:
+        if len(name) > MAX_NAME:
+            raise ProtocolError(f"a metric name is {len(name)} characters; at most {MAX_NAME}")
+    return {str(k): float(v) for k, v in metrics.items()}
+
+
+def stage_config_to_pb(config: Mapping[str, Mapping[str, float]]) -> dict[str, pb.NumberMap]:
+    return {k: pb.NumberMap(values={n: float(x) for n, x in v.items()}) for k, v in config.items()}
+
+
+def stage_config_from_pb(config: Mapping[str, pb.NumberMap]) -> dict[str, dict[str, float]]:
+    return {k: check_metrics(v.values) for k, v in config.items()}
+
+
+# ---- vectors ----
+
+
+def chunks(task: int, vector: Vector, chunk_bytes: int) -> Iterator[pb.Chunk]:
+    """``vector``'s little-endian float32 bytes in slices of at most ``chunk_bytes``, made one
+    at a time so only one slice is ever copied."""
+    data = np.ascontiguousarray(vector, dtype="<f4")
+    view = data.data.cast("B")
+    for start in range(0, len(view), chunk_bytes):
+        yield pb.Chunk(task=task, data=view[start : start + chunk_bytes].tobytes())
+
+
+def headers(vectors: Sequence[tuple[str, Vector]]) -> list[pb.VectorHeader]:
+    return [pb.VectorHeader(name=name, length=len(vector)) for name, vector in vectors]
+
+
+class VectorReceiver:
+    """Reassembles the vectors one message announced from the chunks that follow it.
+
+    Each announced vector is allocated once at its declared length, which must not exceed
+    ``max_length``; chunks fill it in order, and a chunk that would overflow is an error.
+    """
+
+    def __init__(
+        self, task: int, announced: Sequence[pb.VectorHeader], *, max_length: int, chunk_bytes: int
+    ) -> None:
+        if len(announced) > MAX_VECTORS:
+            raise ProtocolError(f"{len(announced)} vectors in one message; at most {MAX_VECTORS}")
+        names = [h.name for h in announced]
+        if len(set(names)) != len(names) or any(not n or len(n) > MAX_NAME for n in names):
+            raise ProtocolError(f"vector names must be distinct and non-empty, got {names}")
+        for header in announced:
+            if header.length > max_length:
+                raise ProtocolError(
+                    f"vector {header.name!r} announces {header.length} entries; "
+                    f"at most {max_length} are accepted"
+                )
+        self.task = task
+        self.chunk_bytes = chunk_bytes
+        self.names = names
+        self.vectors = [np.empty(int(h.length), dtype=np.float32) for h in announced]
+        self._index = 0
+        self._filled = 0
+        self._skip_empty()
+
+    @property
+    def complete(self) -> bool:
+        return self._index >= len(self.vectors)
+
+    def add(self, chunk: pb.Chunk) -> None:
+        if chunk.task != self.task:
+            raise ProtocolError(f"chunk for task {chunk.task} while receiving task {self.task}")
+        if self.complete:
+            raise ProtocolError(f"more chunks than task {self.task}'s vectors hold")
+        size = len(chunk.data)
+        if size == 0 or size % 4 or size > self.chunk_bytes:
+            raise ProtocolError(
+                f"chunk of {size} bytes; chunks hold a positive multiple of 4 bytes, "
+                f"at most {self.chunk_bytes}"
+            )
+        target = self.vectors[self._index]
+        count = size // 4
+        if self._filled + count > len(target):
+            raise ProtocolError(f"chunks overflow vector {self.names[self._index]!r}")
+        target[self._filled : self._filled + count] = np.frombuffer(chunk.data, dtype="<f4")
+        self._filled += count
+        self._skip_empty()
+
+    def result(self) -> dict[str, Vector]:
+        if not self.complete:
+            raise ProtocolError(f"task {self.task}'s vectors are incomplete")
+        return dict(zip(self.names, self.vectors, strict=True))
+
+    def _skip_empty(self) -> None:
+        while self._index < len(self.vectors) and self._filled == len(self.vectors[self._index]):
+            self._index += 1
+            self._filled = 0
+
+
+def finite(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise ProtocolError(f"{name} must be finite, got {value}")
+    return value

@@ -1,0 +1,205 @@
+"""The gRPC executor: the engine's one-method interface, answered by remote sites.
+
+The engine stays synchronous and unchanged. :class:`GrpcExecutor` runs a ``grpc.aio`` server on
+its own event loop in a background thread; :meth:`GrpcExecutor.run` hands a cohort's tasks to
+that loop, sends each to its site's stream (vectors in chunks) and waits for the replies, each
+with the round's deadline. A site that is not connected, disconnects, breaks the protocol or
+misses the deadline answers :class:`~fedloom.engine.tasks.Failure` naming the site; the others
+are unaffected, and the engine's minimum cohort decides whether the round counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from fedloom.core.messages import ClientState
+from fedloom.engine.tasks import EvaluateTask, Failure, Reply, Task, TrainTask
+from fedloom.transport.codec import chunks, headers, stage_config_to_pb
+from fedloom.transport.proto.v1 import fedloom_pb2 as pb
+from fedloom.transport.server import FederationService, ServiceConfig, server_options
+from fedloom.transport.session import Session
+
+log = logging.getLogger("fedloom.transport")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServerCredentials:
+    """TLS material for the server: its certificate chain and key (PEM), and the federation CA
+    that client certificates must chain to."""
+
+    certificate: bytes
+    key: bytes
+    ca: bytes
+
+
+class GrpcExecutor:
+    """Serves ``config`` on ``address`` and runs tasks on the sites that join.
+
+    ``credentials`` None serves without TLS (an explicit, insecure choice). ``deadline`` is
+    how long one :meth:`run` waits for its replies. Client ``i`` of the engine's population is
+    site ``config.sites[i]``. Client state (SCAFFOLD's control variate) lives on the sites, so
+    ``states`` stays empty. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        address: str,
+        credentials: ServerCredentials | None,
+        deadline: float = 60.0,
+    ) -> None:
+        if not deadline > 0:
+            raise ValueError(f"deadline must be > 0 seconds, got {deadline!r}")
+        self.config = config
+        self.deadline = deadline
+        self.states: dict[int, ClientState] = {}
+        self._ids = itertools.count(1)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fedloom-grpc", daemon=True
+        )
+        self._thread.start()
+        self.service: FederationService = self._call(self._make_service())
+        self._server: grpc.aio.Server | None = None
+        self.port = self._call(self._start(address, credentials))
+
+    def __enter__(self) -> GrpcExecutor:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        # Interrupted: sites keep trying, so a restarted server finds them again.
+        self.close(finished=kind is None)
+
+    def traffic(self) -> tuple[int, int]:
+        """Bytes sent down to sites and up from them so far (gRPC frames)."""
+        return self.service.traffic.down, self.service.traffic.up
+
+    def connected(self) -> list[str]:
+        return self._call(self._connected())
+
+    def wait_for_sites(self, count: int, timeout: float | None = None) -> bool:
+        """Block until ``count`` sites are connected; False if ``timeout`` passes first."""
+        return self._call(self._wait_for(count, timeout))
+
+    def run(self, tasks: Sequence[Task]) -> list[Reply]:
+        return self._call(self._run(tasks))
+
+    def close(self, reason: str = "the run is over", *, finished: bool = True) -> None:
+        """Stop the server and its loop; with ``finished``, first tell every site the run is
+        over (they exit), otherwise only that the server is going (they reconnect later)."""
+        if self._server is None:
+            return
+        self._call(self._stop(reason if finished else "the server is stopping", finished))
+        self._server = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    # ---- on the loop ----
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _make_service(self) -> FederationService:
+        return FederationService(self.config)
+
+    async def _start(self, address: str, credentials: ServerCredentials | None) -> int:
+        server = grpc.aio.server(options=server_options(self.config.chunk_bytes))
+        server.add_generic_rpc_handlers((self.service.handler(),))
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            tls = grpc.ssl_server_credentials(
+                [(credentials.key, credentials.certificate)],
+                root_certificates=credentials.ca,
+                require_client_auth=True,
+            )
+            port = server.add_secure_port(address, tls)
+        if port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+        self._server = server
+        return int(port)
+
+    async def _stop(self, reason: str, finished: bool) -> None:
+        self.service.finish(reason, finished=finished)
+        await asyncio.sleep(0.2)  # let goodbyes reach the sites
+        assert self._server is not None
+        await self._server.stop(grace=1.0)
+
+    async def _connected(self) -> list[str]:
+        return self.service.connected()
+
+    async def _wait_for(self, count: int, timeout: float | None) -> bool:
+        async def enough() -> None:
+            while len(self.service.connected()) < count:
+                self.service.changed.clear()
+                await self.service.changed.wait()
+
+        try:
+            await asyncio.wait_for(enough(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _run(self, tasks: Sequence[Task]) -> list[Reply]:
+        return list(await asyncio.gather(*(self._one(task) for task in tasks)))
+
+    async def _one(self, task: Task) -> Reply:
+        sites = self.config.sites
+        if not 0 <= task.client < len(sites):
+            return Failure(f"client {task.client} is not in the population of {len(sites)} sites")
+        site = sites[task.client]
+        session = self.service.sessions.get(site)
+        if session is None or session.closed is not None:
+            return Failure(f"site {site} is not connected")
+        if self.service.revoked(session):
+            log.warning("site %s: its certificate was revoked; closing its stream", site)
+            session.close("certificate revoked")
+            return Failure(f"site {site}: certificate revoked")
+        task_id = next(self._ids)
+        future = session.expect(task_id, "train" if isinstance(task, TrainTask) else "evaluate")
+        session.send(self._messages(task_id, task, session))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.deadline)
+        except TimeoutError:
+            session.cancel(task_id)
+            log.warning(
+                "site %s missed the %g s deadline for task %d", site, self.deadline, task_id
+            )
+            return Failure(f"site {site} did not answer within {self.deadline:g} s")
+
+    def _messages(self, task_id: int, task: Task, session: Session) -> Iterator[pb.ServerMessage]:
+        size = self.config.chunk_bytes
+        if isinstance(task, TrainTask):
+            b = task.broadcast
+            vectors = [("params", b.params), *b.extras.items()]
+            yield pb.ServerMessage(
+                train=pb.TrainTask(
+                    task=task_id,
+                    round=b.round,
+                    seed=b.seed,
+                    max_steps=b.max_steps or 0,
+                    stage_config=stage_config_to_pb(b.stage_config),
+                    vectors=headers(vectors),
+                )
+            )
+        else:
+            assert isinstance(task, EvaluateTask)
+            vectors = [("params", task.params)]
+            yield pb.ServerMessage(evaluate=pb.EvaluateTask(task=task_id, vectors=headers(vectors)))
+        for _, vector in vectors:
+            for chunk in chunks(task_id, vector, size):
+                if session.closed is not None:
+                    return
+                yield pb.ServerMessage(chunk=chunk)

@@ -1,0 +1,290 @@
+"""The gRPC side of the server: authenticate sites, keep their sessions, move tasks and replies.
+
+:class:`FederationService` implements ``fedloom.v1.Federation/Join`` on a ``grpc.aio`` server.
+A site's identity comes from the certificate its TLS handshake authenticated, checked by
+:class:`fedloom.pki.Verifier` against the allow-list and revocation list; on an ``--insecure``
+server it comes from the site's Hello and is only checked against the allow-list. Anything
+malformed or hostile ends that one stream with a status naming the reason and a log line naming
+the peer; no other session notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+import grpc.aio
+
+from fedloom.core.layout import Layout
+from fedloom.pki import CertificateRefused, PkiError, Verifier
+from fedloom.transport.codec import (
+    PROTOCOL_VERSION,
+    ProtocolError,
+    config_to_pb,
+    describe_layout,
+    layout_key,
+    layout_key_from_pb,
+)
+from fedloom.transport.config import TrainingConfig
+from fedloom.transport.proto.v1 import fedloom_pb2 as pb
+from fedloom.transport.session import Session, Traffic
+
+log = logging.getLogger("fedloom.transport")
+
+METHOD = "/fedloom.v1.Federation/Join"
+DEFAULT_CHUNK_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 4 << 20
+ENVELOPE_BYTES = 64 << 10
+"""Room beyond one chunk for a message's other fields (headers, metrics)."""
+
+
+def message_limit(chunk_bytes: int) -> int:
+    """The largest gRPC message either side accepts when chunks hold ``chunk_bytes``."""
+    return chunk_bytes + ENVELOPE_BYTES
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How the service treats sites.
+
+    ``sites`` is the population in engine order (client ``i`` is ``sites[i]``); ``verifier``
+    is None only on an insecure server. ``hello_timeout`` bounds how long a connection may
+    stay silent before its Hello; ``heartbeat`` is the interval both sides keep, and a site
+    silent for three intervals is dropped.
+    """
+
+    run: str
+    layout: Layout
+    training: TrainingConfig
+    sites: tuple[str, ...]
+    verifier: Verifier | None
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    heartbeat: float = 5.0
+    hello_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 4:
+            raise ValueError(
+                f"chunk_bytes must be a multiple of 4 in [1024, {MAX_CHUNK_BYTES}], "
+                f"got {self.chunk_bytes}"
+            )
+        for name in ("heartbeat", "hello_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
+        if len(set(self.sites)) != len(self.sites) or not self.sites:
+            raise ValueError(f"sites must be distinct and non-empty, got {list(self.sites)}")
+
+
+class FederationService:
+    """Sessions by site name, and the ``Join`` handler that creates them."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.sessions: dict[str, Session] = {}
+        self.traffic = Traffic()
+        self.changed = asyncio.Event()
+        self._layout = layout_key(config.layout)
+        self._welcome = config_to_pb(config.training)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            "fedloom.v1.Federation",
+            {
+                "Join": grpc.stream_stream_rpc_method_handler(
+                    self.join,
+                    request_deserializer=pb.SiteMessage.FromString,
+                    response_serializer=pb.ServerMessage.SerializeToString,
+                )
+            },
+        )
+
+    def connected(self) -> list[str]:
+        return [site for site, s in self.sessions.items() if s.closed is None]
+
+    def finish(self, reason: str, *, finished: bool = True) -> None:
+        """Say goodbye to every site: with ``finished`` they leave for good, otherwise they
+        reconnect later."""
+        goodbye = pb.ServerMessage(goodbye=pb.Goodbye(reason=reason, finished=finished))
+        for session in list(self.sessions.values()):
+            session.send(goodbye)
+            session.send(None)
+
+    async def join(
+        self, requests: AsyncIterator[pb.SiteMessage], context: grpc.aio.ServicerContext
+    ) -> None:
+        peer = context.peer()
+        try:
+            site, serial = await self._authenticate(requests, context, peer)
+        except _Refused as refused:
+            log.warning("refused %s: %s", peer, refused.reason)
+            await context.abort(refused.code, refused.reason)
+            return
+        session = Session(
+            site,
+            peer,
+            serial=serial,
+            max_length=self.config.layout.size,
+            chunk_bytes=self.config.chunk_bytes,
+            traffic=self.traffic,
+        )
+        old = self.sessions.get(site)
+        if old is not None:
+            old.close("replaced by a new connection from the same site")
+        self.sessions[site] = session
+        self.changed.set()
+        log.info("site %s joined from %s", site, peer)
+        welcome = pb.ServerMessage(
+            welcome=pb.Welcome(
+                protocol_version=PROTOCOL_VERSION,
+                site=site,
+                run=self.config.run,
+                config=self._welcome,
+                chunk_bytes=self.config.chunk_bytes,
+                heartbeat_seconds=self.config.heartbeat,
+            )
+        )
+        reader = asyncio.create_task(self._read(session, requests))
+        try:
+            await self._write(session, context, welcome)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            session.close(session.closed or "disconnected")
+            if self.sessions.get(site) is session:
+                del self.sessions[site]
+            self.changed.set()
+            log.info("site %s left: %s", site, session.closed)
+
+    async def _authenticate(
+        self, requests: AsyncIterator[pb.SiteMessage], context: grpc.aio.ServicerContext, peer: str
+    ) -> tuple[str, int | None]:
+        identity: str | None = None
+        serial: int | None = None
+        verifier = self.config.verifier
+        if verifier is not None:
+            pems = context.auth_context().get("x509_pem_cert") or []
+            if not pems:
+                raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "no client certificate presented")
+            try:
+                verified = verifier.verify(pems[0])
+                identity, serial = verified.site, verified.serial
+            except CertificateRefused as error:
+                raise _Refused(grpc.StatusCode.PERMISSION_DENIED, error.reason) from None
+            except PkiError as error:
+                log.error("cannot verify %s: %s", peer, error)
+                raise _Refused(grpc.StatusCode.UNAVAILABLE, "server cannot verify now") from None
+        try:
+            first = await asyncio.wait_for(anext(aiter(requests)), self.config.hello_timeout)
+        except TimeoutError:
+            raise _Refused(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no Hello within {self.config.hello_timeout:g} s",
+            ) from None
+        except StopAsyncIteration:
+            raise _Refused(grpc.StatusCode.CANCELLED, "stream ended before Hello") from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # an oversized or undecodable first message
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT, f"cannot read Hello: {error}"
+            ) from None
+        if first.WhichOneof("kind") != "hello":
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be Hello")
+        hello = first.hello
+        if hello.protocol_version != PROTOCOL_VERSION:
+            raise _Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"protocol version {hello.protocol_version}; this server speaks {PROTOCOL_VERSION}",
+            )
+        if identity is None:
+            identity = hello.site
+        if identity not in self.config.sites:
+            raise _Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"site {identity!r} is not in this run's population",
+            )
+        theirs = layout_key_from_pb(hello.layout)
+        if theirs != self._layout:
+            raise _Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"site {identity}'s model ({describe_layout(theirs)}) differs from the run's "
+                f"({describe_layout(self._layout)}); build the model the experiment describes",
+            )
+        return identity, serial
+
+    def revoked(self, session: Session) -> bool:
+        """Whether ``session``'s certificate has been revoked since it connected."""
+        verifier = self.config.verifier
+        if verifier is None or session.serial is None:
+            return False
+        try:
+            return session.serial in verifier.revoked()
+        except PkiError as error:
+            log.error("cannot read the revocation list: %s", error)
+            return False
+
+    async def _read(self, session: Session, requests: AsyncIterator[pb.SiteMessage]) -> None:
+        loop = asyncio.get_running_loop()
+        session.last_seen = loop.time()
+        try:
+            async for message in requests:
+                session.last_seen = loop.time()
+                session.receive(message)
+            session.close("disconnected")
+        except ProtocolError as error:
+            log.warning("site %s (%s) broke the protocol: %s", session.site, session.peer, error)
+            session.close(f"protocol error: {error}")
+        except grpc.aio.AioRpcError as error:
+            session.close(f"connection lost ({error.code().name}: {error.details()})")
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("site %s (%s): %s", session.site, session.peer, error)
+            session.close(f"connection lost ({type(error).__name__}: {error})")
+
+    async def _write(
+        self, session: Session, context: grpc.aio.ServicerContext, welcome: pb.ServerMessage
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        await context.write(next(session.count_out([welcome])))
+        interval = self.config.heartbeat
+        while True:
+            try:
+                item = await asyncio.wait_for(session.outgoing.get(), interval)
+            except TimeoutError:
+                silent = loop.time() - session.last_seen
+                if silent > 3 * interval:
+                    session.close(f"silent for {silent:.0f} s (heartbeat every {interval:g} s)")
+                    return
+                item = pb.ServerMessage(heartbeat=pb.Heartbeat(sent=time.time()))
+            if item is None:
+                return
+            messages = [item] if isinstance(item, pb.ServerMessage) else item
+            for message in session.count_out(messages):
+                await context.write(message)
+
+
+class _Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def server_options(chunk_bytes: int) -> Sequence[tuple[str, int]]:
+    """gRPC channel options for both ends: message limits, keepalive pings."""
+    limit = message_limit(chunk_bytes)
+    return (
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    )

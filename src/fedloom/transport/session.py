@@ -1,0 +1,192 @@
+"""One connected site on the server: its outgoing queue, its pending tasks, its replies.
+
+A session ends when the site disconnects, breaks the protocol, stays silent past three
+heartbeat intervals, or is replaced by a newer connection of the same site; every task still
+pending then answers :class:`~fedloom.engine.tasks.Failure` naming the site and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from fedloom.core.layout import Vector
+from fedloom.core.messages import ClientResult
+from fedloom.engine.tasks import Evaluation, Failure, Reply
+from fedloom.transport.codec import ProtocolError, VectorReceiver, check_metrics, wire_bytes
+from fedloom.transport.proto.v1 import fedloom_pb2 as pb
+
+log = logging.getLogger("fedloom.transport")
+
+Outgoing = pb.ServerMessage | Iterable[pb.ServerMessage]
+"""A message, or a lazily made sequence of them (a vector's chunks, made one at a time)."""
+
+
+@dataclass
+class Traffic:
+    """Bytes each way, counted as gRPC frames (serialized message plus 5 bytes of framing)."""
+
+    down: int = 0
+    up: int = 0
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[Reply]
+    kind: str  # "train" | "evaluate"
+    receiver: VectorReceiver | None = None
+    reply: pb.TrainReply | None = None
+
+
+@dataclass
+class Session:
+    """The server's side of one site's stream."""
+
+    site: str
+    peer: str
+    max_length: int
+    chunk_bytes: int
+    traffic: Traffic
+    serial: int | None = None
+    """The serial number of the site's certificate (None on an insecure server)."""
+    outgoing: asyncio.Queue[Outgoing | None] = field(default_factory=asyncio.Queue)
+    pending: dict[int, _Pending] = field(default_factory=dict)
+    cancelled: set[int] = field(default_factory=set)
+    closed: str | None = None
+    receiving: int | None = None
+    dropped: VectorReceiver | None = None
+    last_seen: float = 0.0
+
+    def send(self, message: Outgoing | None) -> None:
+        """Queue ``message``; ``None`` ends the stream once what is queued before it is sent."""
+        if self.closed is None:
+            self.outgoing.put_nowait(message)
+
+    def expect(self, task: int, kind: str) -> asyncio.Future[Reply]:
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        if self.closed is not None:
+            future.set_result(Failure(f"site {self.site}: {self.closed}"))
+        else:
+            self.pending[task] = _Pending(future, kind)
+        return future
+
+    def cancel(self, task: int) -> None:
+        """Forget ``task`` (its deadline passed); a late reply to it is dropped quietly."""
+        if self.pending.pop(task, None) is not None:
+            self.cancelled.add(task)
+
+    def close(self, reason: str) -> None:
+        if self.closed is not None:
+            return
+        self.closed = reason
+        for pending in self.pending.values():
+            if not pending.future.done():
+                pending.future.set_result(Failure(f"site {self.site}: {reason}"))
+        self.pending.clear()
+        self.outgoing.put_nowait(None)
+
+    def count_out(self, messages: Iterable[pb.ServerMessage]) -> Iterator[pb.ServerMessage]:
+        for message in messages:
+            self.traffic.down += wire_bytes(message)
+            yield message
+
+    def receive(self, message: pb.SiteMessage) -> None:
+        """Handle one message from the site; :class:`ProtocolError` if it breaks the protocol."""
+        self.traffic.up += wire_bytes(message)
+        kind = message.WhichOneof("kind")
+        if kind == "heartbeat":
+            return
+        if kind == "chunk":
+            self._chunk(message.chunk)
+            return
+        if self.receiving is not None:
+            raise ProtocolError(
+                f"a {kind} message arrived while task {self.receiving}'s vectors "
+                "were still being received"
+            )
+        if kind == "train_reply":
+            self._train_reply(message.train_reply)
+        elif kind == "evaluate_reply":
+            reply = message.evaluate_reply
+            self._resolve(
+                reply.task,
+                "evaluate",
+                lambda: Evaluation(int(reply.num_examples), check_metrics(reply.metrics)),
+            )
+        elif kind == "task_failed":
+            reason = message.task_failed.reason[:500]
+            self._resolve(
+                message.task_failed.task, None, lambda: Failure(f"site {self.site}: {reason}")
+            )
+        else:
+            raise ProtocolError(f"unexpected {kind or 'empty'} message after Hello")
+
+    def _train_reply(self, reply: pb.TrainReply) -> None:
+        pending = self._pending(reply.task, "train")
+        if pending is None:
+            self.receiving = reply.task if reply.vectors else None
+            self.dropped = VectorReceiver(
+                reply.task, reply.vectors, max_length=self.max_length, chunk_bytes=self.chunk_bytes
+            )
+            return
+        pending.reply = reply
+        pending.receiver = VectorReceiver(
+            reply.task, reply.vectors, max_length=self.max_length, chunk_bytes=self.chunk_bytes
+        )
+        self.receiving = reply.task
+        self._maybe_finish(reply.task, pending)
+
+    def _chunk(self, chunk: pb.Chunk) -> None:
+        if self.receiving is None or chunk.task != self.receiving:
+            raise ProtocolError(f"chunk for task {chunk.task}, which is not sending vectors")
+        pending = self.pending.get(chunk.task)
+        if pending is None:  # a late reply to a cancelled task: check it, then drop it
+            assert self.dropped is not None
+            self.dropped.add(chunk)
+            if self.dropped.complete:
+                self.receiving = None
+            return
+        assert pending.receiver is not None
+        pending.receiver.add(chunk)
+        self._maybe_finish(chunk.task, pending)
+
+    def _maybe_finish(self, task: int, pending: _Pending) -> None:
+        assert pending.receiver is not None and pending.reply is not None
+        if not pending.receiver.complete:
+            return
+        self.receiving = None
+        vectors = pending.receiver.result()
+        reply = pending.reply
+        names = list(vectors)
+        if not names or names[0] != "update":
+            raise ProtocolError(f"a training reply's first vector must be 'update', got {names}")
+        update: Vector = vectors.pop("update")
+        result = ClientResult(
+            update, int(reply.num_examples), extras=vectors, metrics=check_metrics(reply.metrics)
+        )
+        del self.pending[task]
+        pending.future.set_result(result)
+
+    def _pending(self, task: int, kind: str) -> _Pending | None:
+        pending = self.pending.get(task)
+        if pending is None:
+            if task in self.cancelled:
+                return None
+            raise ProtocolError(f"reply to task {task}, which this site was not given")
+        if pending.kind != kind:
+            raise ProtocolError(f"a {kind} reply to task {task}, which is a {pending.kind} task")
+        return pending
+
+    def _resolve(self, task: int, kind: str | None, make: Callable[[], Reply]) -> None:
+        pending = self._pending(task, kind or self._kind(task))
+        if pending is None:
+            return
+        reply = make()
+        del self.pending[task]
+        pending.future.set_result(reply)
+
+    def _kind(self, task: int) -> str:
+        pending = self.pending.get(task)
+        return "train" if pending is None else pending.kind

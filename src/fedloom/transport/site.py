@@ -1,0 +1,339 @@
+"""A site's side of the protocol: connect out, join, run the tasks the server sends, reconnect.
+
+The site only makes outbound connections, so it can sit behind a firewall. It reconnects after
+any lost connection with exponential backoff and jitter, and keeps its client program (and so
+its kept state, such as SCAFFOLD's control variate) across reconnections. A refusal that
+retrying cannot fix (a revoked or unknown certificate, a model that does not match the run's)
+ends it with :class:`SiteRefused`; a finished run ends it normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+import grpc.aio
+
+from fedloom.core.layout import Layout, Vector
+from fedloom.core.messages import Broadcast, ClientResult
+from fedloom.engine.tasks import Evaluation
+from fedloom.transport.codec import (
+    PROTOCOL_VERSION,
+    ProtocolError,
+    VectorReceiver,
+    chunks,
+    config_from_pb,
+    headers,
+    layout_to_pb,
+    stage_config_from_pb,
+)
+from fedloom.transport.config import TrainingConfig
+from fedloom.transport.proto.v1 import fedloom_pb2 as pb
+from fedloom.transport.server import MAX_CHUNK_BYTES, METHOD, server_options
+
+log = logging.getLogger("fedloom.site")
+
+PERMANENT = frozenset(
+    {
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    }
+)
+"""Refusals that a retry would only repeat."""
+
+
+class SiteRefused(Exception):
+    """The server refused this site for a reason retrying cannot fix, or it gave up."""
+
+
+class Program(Protocol):
+    """What a site runs: its model's training and evaluation, built from the server's config."""
+
+    def train(self, broadcast: Broadcast) -> ClientResult: ...
+
+    def evaluate(self, params: Vector) -> Evaluation: ...
+
+
+@dataclass(frozen=True)
+class SiteCredentials:
+    """The site's certificate and key (PEM) and the federation CA that signed the server's."""
+
+    certificate: bytes
+    key: bytes
+    ca: bytes
+    server_name: str | None = None
+    """The name to expect in the server's certificate when it differs from the address's."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between attempts: ``initial · multiplier^attempt``, at most ``maximum``, each
+    drawn uniformly from its upper half ("equal jitter") so restarted sites do not reconnect in
+    lockstep."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial <= self.maximum:
+            raise ValueError(
+                f"backoff needs 0 < initial <= maximum, got {self.initial}, {self.maximum}"
+            )
+        if self.multiplier < 1:
+            raise ValueError(f"backoff multiplier must be >= 1, got {self.multiplier}")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        ceiling = min(self.maximum, self.initial * self.multiplier ** min(attempt, 60))
+        return rng.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class Site:
+    """Joins ``target`` as ``name`` (the name is read only by an insecure server) with a model
+    of ``layout``; ``prepare`` turns the server's configuration into the program to run."""
+
+    target: str
+    name: str
+    layout: Layout
+    prepare: Callable[[TrainingConfig], Program]
+    credentials: SiteCredentials | None
+    backoff: Backoff = Backoff()
+    give_up_after: float | None = None
+    """Seconds without a successful join after which the site stops trying; None: never."""
+
+    def __post_init__(self) -> None:
+        self._program: Program | None = None
+        self._config: TrainingConfig | None = None
+        self.tasks_done = 0
+        self._joined = False
+
+    def run(self) -> str:
+        """Take part until the run ends; return the server's closing reason."""
+        return asyncio.run(self.serve())
+
+    async def serve(self) -> str:
+        rng = random.Random()
+        attempt = 0
+        last_join = time.monotonic()
+        while True:
+            try:
+                finished = await self._session()
+            except grpc.aio.AioRpcError as error:
+                if error.code() in PERMANENT:
+                    raise SiteRefused(
+                        f"the server refused {self.name}: {error.details()}"
+                    ) from None
+                log.warning(
+                    "%s: connection to %s failed (%s: %s)",
+                    self.name,
+                    self.target,
+                    error.code().name,
+                    error.details(),
+                )
+            except SiteRefused:
+                raise
+            except Exception as error:  # a broken stream, a protocol error: connect again
+                log.warning("%s: connection lost: %s: %s", self.name, type(error).__name__, error)
+            else:
+                if finished is not None:
+                    return finished
+                attempt, last_join = 0, time.monotonic()
+            if self._joined:
+                attempt, last_join = 0, time.monotonic()
+            waited = time.monotonic() - last_join
+            if self.give_up_after is not None and waited > self.give_up_after:
+                raise SiteRefused(
+                    f"{self.name}: could not join {self.target} for {waited:.0f} s; giving up"
+                )
+            delay = self.backoff.delay(attempt, rng)
+            attempt += 1
+            log.info("%s: reconnecting in %.1f s", self.name, delay)
+            await asyncio.sleep(delay)
+
+    def _channel(self) -> grpc.aio.Channel:
+        options: list[tuple[str, int | str]] = list(server_options(MAX_CHUNK_BYTES))
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(self.target, options=options)
+        c = self.credentials
+        if c.server_name:
+            options.append(("grpc.ssl_target_name_override", c.server_name))
+        tls = grpc.ssl_channel_credentials(
+            root_certificates=c.ca, private_key=c.key, certificate_chain=c.certificate
+        )
+        return grpc.aio.secure_channel(self.target, tls, options=options)
+
+    async def _session(self) -> str | None:
+        """One connection; the goodbye reason if the run finished, None to reconnect."""
+        self._joined = False
+        async with self._channel() as channel:
+            call = channel.stream_stream(
+                METHOD,
+                request_serializer=pb.SiteMessage.SerializeToString,
+                response_deserializer=pb.ServerMessage.FromString,
+            )()
+            lock = asyncio.Lock()
+
+            async def write(message: pb.SiteMessage) -> None:
+                async with lock:
+                    await call.write(message)
+
+            hello = pb.Hello(
+                protocol_version=PROTOCOL_VERSION, site=self.name, layout=layout_to_pb(self.layout)
+            )
+            await write(pb.SiteMessage(hello=hello))
+            first = await call.read()
+            if first is grpc.aio.EOF:
+                raise ProtocolError("the server closed the stream before its Welcome")
+            if first.WhichOneof("kind") != "welcome":
+                raise ProtocolError("the server's first message was not Welcome")
+            welcome = first.welcome
+            self._welcome(welcome)
+            self._joined = True
+            log.info("%s joined run %s at %s", self.name, welcome.run, self.target)
+            beat = asyncio.create_task(self._heartbeat(write, welcome.heartbeat_seconds))
+            try:
+                return await self._tasks(call, write, welcome.chunk_bytes)
+            finally:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
+
+    def _welcome(self, welcome: pb.Welcome) -> None:
+        if welcome.protocol_version != PROTOCOL_VERSION:
+            raise SiteRefused(
+                f"the server speaks protocol {welcome.protocol_version}, this site "
+                f"{PROTOCOL_VERSION}"
+            )
+        if not 1024 <= welcome.chunk_bytes <= MAX_CHUNK_BYTES:
+            raise ProtocolError(f"server chunk size {welcome.chunk_bytes} out of range")
+        config = config_from_pb(welcome.config)
+        if self._program is None or config != self._config:
+            try:
+                self._program = self.prepare(config)
+            except ValueError as error:
+                raise SiteRefused(f"cannot build the run's client program: {error}") from None
+            self._config = config
+
+    async def _heartbeat(self, write: Callable[[pb.SiteMessage], object], every: float) -> None:
+        interval = every if every > 0 else 5.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await write(pb.SiteMessage(heartbeat=pb.Heartbeat(sent=time.time())))  # type: ignore[misc]
+            except Exception:  # the stream ended; the task loop notices and reconnects
+                return
+
+    async def _tasks(
+        self, call: grpc.aio.StreamStreamCall, write: Callable[..., object], chunk_bytes: int
+    ) -> str | None:
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                return None
+            kind = message.WhichOneof("kind")
+            if kind == "heartbeat":
+                continue
+            if kind == "goodbye":
+                if message.goodbye.finished:
+                    return message.goodbye.reason or "the run is over"
+                return None
+            if kind not in ("train", "evaluate"):
+                raise ProtocolError(f"unexpected {kind} message")
+            task = getattr(message, kind)
+            receiver = VectorReceiver(
+                task.task, task.vectors, max_length=self.layout.size, chunk_bytes=chunk_bytes
+            )
+            while not receiver.complete:
+                part = await call.read()
+                if part is grpc.aio.EOF:
+                    return None
+                if part.WhichOneof("kind") != "chunk":
+                    raise ProtocolError(f"expected a chunk of task {task.task}")
+                receiver.add(part.chunk)
+            vectors = receiver.result()
+            for reply in await self._answer(kind, task, vectors, chunk_bytes):
+                await write(reply)  # type: ignore[misc]
+
+    async def _answer(
+        self,
+        kind: str,
+        task: pb.TrainTask | pb.EvaluateTask,
+        vectors: dict[str, Vector],
+        chunk_bytes: int,
+    ) -> Iterator[pb.SiteMessage]:
+        program = self._program
+        assert program is not None
+        params = vectors.pop("params", None)
+        if params is None:
+            return iter(
+                [
+                    pb.SiteMessage(
+                        task_failed=pb.TaskFailed(task=task.task, reason="no params vector")
+                    )
+                ]
+            )
+        try:
+            if kind == "evaluate":
+                evaluation = await asyncio.to_thread(program.evaluate, params)
+                self.tasks_done += 1
+                return iter(
+                    [
+                        pb.SiteMessage(
+                            evaluate_reply=pb.EvaluateReply(
+                                task=task.task,
+                                num_examples=evaluation.num_examples,
+                                metrics=dict(evaluation.metrics),
+                            )
+                        )
+                    ]
+                )
+            assert isinstance(task, pb.TrainTask)
+            broadcast = Broadcast(
+                round=int(task.round),
+                params=params,
+                seed=int(task.seed),
+                extras=vectors,
+                stage_config=stage_config_from_pb(task.stage_config),
+                max_steps=int(task.max_steps) or None,
+            )
+            result = await asyncio.to_thread(program.train, broadcast)
+        except Exception as error:
+            log.warning(
+                "%s: task %d failed: %s: %s", self.name, task.task, type(error).__name__, error
+            )
+            return iter(
+                [
+                    pb.SiteMessage(
+                        task_failed=pb.TaskFailed(
+                            task=task.task, reason=f"{type(error).__name__}: {error}"[:500]
+                        )
+                    )
+                ]
+            )
+        self.tasks_done += 1
+        return _train_reply(task.task, result, chunk_bytes)
+
+
+def _train_reply(task: int, result: ClientResult, chunk_bytes: int) -> Iterator[pb.SiteMessage]:
+    vectors = [("update", result.update), *result.extras.items()]
+    yield pb.SiteMessage(
+        train_reply=pb.TrainReply(
+            task=task,
+            num_examples=result.num_examples,
+            metrics=dict(result.metrics),
+            vectors=headers(vectors),
+        )
+    )
+    for _, vector in vectors:
+        for chunk in chunks(task, vector, chunk_bytes):
+            yield pb.SiteMessage(chunk=chunk)
