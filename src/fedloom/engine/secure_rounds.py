@@ -1,0 +1,214 @@
+"""One round of training through secure aggregation (SecAgg+), driven through the executor.
+
+When an algorithm's pipeline ends in a secure sum (:class:`fedloom.secagg.SecureSum`),
+:func:`fedloom.engine.rounds.run_round` hands the round to :func:`run_secure_round`, which runs
+the protocol's four rounds as four calls to the executor's ``run_secure``, each with typed tasks
+(:class:`~fedloom.secagg.messages.SecureTrainTask`, :class:`~fedloom.secagg.messages.SecureTask`)
+and typed replies, so the same code drives clients in this process, in the vectorized simulator,
+and (through a transport that maps the messages) over the network. The server half of the
+protocol is :class:`fedloom.secagg.server.ServerSession`; it sees masked vectors, never an update.
+
+A round that cannot complete securely (too few survivors, too few shares, a cohort the graph
+cannot cover) is recorded as aborted with its reason and leaves the model unchanged; it never
+falls back to plain aggregation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from fedloom.algorithms import Algorithm
+from fedloom.core.messages import Broadcast
+from fedloom.engine.history import Rejection, RoundRecord
+from fedloom.engine.rounds import ServerState, apply_step, client_seed
+from fedloom.engine.sampling import Sampler
+from fedloom.engine.tasks import Failure
+from fedloom.reducers import Mean, WeightedMean
+from fedloom.secagg.messages import SecureReply, SecureTask, SecureTrainTask, message_bytes
+from fedloom.secagg.quantize import decode
+from fedloom.secagg.server import PHASES, SecureAggregationAborted, ServerSession
+from fedloom.secagg.stage import SecureSum
+
+SecureTaskKind = SecureTrainTask | SecureTask
+
+
+@runtime_checkable
+class SecureExecutor(Protocol):
+    """An executor that can run the secure aggregation rounds: one reply per task, in order."""
+
+    def run_secure(self, tasks: Sequence[SecureTaskKind]) -> list[SecureReply | Failure]: ...
+
+
+def secure_stage(algorithm: Algorithm) -> SecureSum | None:
+    """The algorithm's secure sum stage, if its pipeline ends in one."""
+    if algorithm.stages and isinstance(algorithm.stages[-1], SecureSum):
+        return algorithm.stages[-1]
+    return None
+
+
+def check_secure(algorithm: Algorithm, executor: object) -> None:
+    """Raise ValueError unless ``algorithm`` can run securely on ``executor``."""
+    if not isinstance(executor, SecureExecutor):
+        raise ValueError(
+            f"{type(executor).__name__} cannot run secure aggregation (it has no run_secure for "
+            "the SecAgg+ rounds); use executor='inprocess' or 'vectorized'"
+        )
+    if not isinstance(algorithm.reducer, WeightedMean | Mean):
+        raise ValueError(
+            f"secure aggregation computes a weighted_mean or a mean, not "
+            f"{type(algorithm.reducer).__name__}"
+        )
+    if algorithm.correction is not None:
+        raise ValueError(
+            f"algorithm {algorithm.name!r} needs each client's own vectors "
+            f"({type(algorithm.correction).__name__}), which a secure sum cannot deliver; "
+            "use fedavg, fedprox or a server-optimizer variant"
+        )
+
+
+def run_secure_round(
+    algorithm: Algorithm,
+    state: ServerState,
+    executor: object,
+    *,
+    stage: SecureSum,
+    population: Sequence[int],
+    sampler: Sampler,
+    seed: int,
+    min_cohort: int = 1,
+) -> tuple[ServerState, RoundRecord]:
+    """Run round ``state.round`` with SecAgg+; return the next state and what happened."""
+    check_secure(algorithm, executor)
+    assert isinstance(executor, SecureExecutor)
+    started = time.perf_counter()
+    round_ = state.round
+    positions = sampler.sample(len(population), np.random.default_rng([seed, round_, 0]))
+    cohort = tuple(sorted({int(population[p]) for p in positions}))
+    layout = algorithm.work.model.layout
+    traffic = {"bytes_down": 0.0, "bytes_up": 0.0}
+    failures: dict[int, str] = {}
+
+    def exchange(tasks: list[SecureTaskKind]) -> dict[int, SecureReply]:
+        replies = executor.run_secure(tasks) if tasks else []
+        answers: dict[int, SecureReply] = {}
+        for task, reply in zip(tasks, replies, strict=True):
+            traffic["bytes_down"] += message_bytes(task)
+            if isinstance(reply, Failure):
+                failures[task.client] = reply.reason
+            else:
+                traffic["bytes_up"] += message_bytes(reply)
+                answers[task.client] = reply
+        return answers
+
+    def record(
+        server: ServerSession | None, aborted: str | None, metrics: Mapping[str, float]
+    ) -> RoundRecord:
+        survivors = server.survivors if server is not None and aborted is None else ()
+        rejected = tuple(
+            Rejection(c, _reason(c, server, failures)) for c in cohort if c not in survivors
+        )
+        base = {
+            "cohort": float(len(cohort)),
+            "accepted": float(len(survivors)),
+            "rejected": float(len(rejected)),
+            **traffic,
+            **_protocol_metrics(cohort, server),
+            **metrics,
+        }
+        return RoundRecord(
+            round_,
+            cohort,
+            survivors,
+            rejected,
+            base,
+            aborted=aborted,
+            seconds=time.perf_counter() - started,
+        )
+
+    skipped = replace(state, round=round_ + 1)
+    try:
+        setup = stage.setup(
+            round_,
+            cohort,
+            dims=layout.size,
+            weighted=isinstance(algorithm.reducer, WeightedMean),
+        )
+    except ValueError as error:
+        return skipped, record(None, f"secure aggregation cannot start: {error}", {})
+    server = ServerSession(setup)
+    params = state.params.copy()
+    params.flags.writeable = False
+    stage_config = {
+        s.name: s.config(st) for s, st in zip(algorithm.stages, state.stages, strict=True)
+    }
+    try:
+        keys = exchange(
+            [
+                SecureTrainTask(
+                    c,
+                    Broadcast(round_, params, client_seed(seed, round_, c), {}, stage_config),
+                    setup,
+                )
+                for c in cohort
+            ]
+        )
+        rosters = server.roster(keys)
+        shared = exchange([SecureTask(c, r) for c, r in sorted(rosters.items())])
+        requests = server.forward(shared)
+        masked = exchange([SecureTask(c, r) for c, r in sorted(requests.items())])
+        unmask = server.unmask_requests(masked)
+        if len(server.survivors) < min_cohort:
+            raise SecureAggregationAborted(
+                f"{len(server.survivors)} masked inputs, fewer than min_cohort={min_cohort}"
+            )
+        answers = exchange([SecureTask(c, r) for c, r in sorted(unmask.items())])
+        total = server.finish(answers)
+    except SecureAggregationAborted as error:
+        return skipped, record(server, f"secure aggregation aborted: {error.reason}", {})
+    weighted_sum, total_weight = decode(total, scale=setup.scale, bits=setup.bits)
+    if total_weight <= 0:
+        return skipped, record(server, f"the decoded total weight is {total_weight}", {})
+    aggregate = (weighted_sum / total_weight).astype(np.float32)
+
+    metrics: dict[str, float] = {"secagg.total_weight": float(total_weight)}
+    stage_states = list(state.stages)
+    for i in reversed(range(len(algorithm.stages) - 1)):
+        inner = algorithm.stages[i]
+        aggregate, stage_states[i], stage_metrics = inner.server(aggregate, stage_states[i], [])
+        metrics.update({f"{inner.name}.{k}": v for k, v in stage_metrics.items()})
+    step, opt_state = algorithm.server_optimizer.update(aggregate, state.optimizer)
+    new_params = apply_step(layout, state.params, step, aggregate)
+    metrics["update_norm"] = float(np.linalg.norm(aggregate.astype(np.float64)))
+    next_state = ServerState(round_ + 1, new_params, opt_state, state.extras, tuple(stage_states))
+    return next_state, record(server, None, metrics)
+
+
+def _reason(client: int, server: ServerSession | None, failures: Mapping[int, str]) -> str:
+    if client in failures:
+        return f"client failed: {failures[client]}"
+    if server is not None and client in server.rejected:
+        return f"malformed reply: {server.rejected[client]}"
+    if server is not None and client in server.vanished:
+        return f"dropped out in the {server.vanished[client]} round"
+    return "not in the sum: the round aborted"
+
+
+def _protocol_metrics(cohort: Sequence[int], server: ServerSession | None) -> dict[str, float]:
+    if server is None:
+        return {}
+    gone = server.vanished
+    metrics = {
+        "secagg.survivors": float(len(server.survivors)),
+        "secagg.dropped": float(len(cohort) - len(server.survivors)),
+        "secagg.threshold": float(server.setup.threshold),
+        "secagg.degree": float(server.setup.degree),
+        "secagg.rejected": float(len(server.rejected)),
+    }
+    for phase in PHASES:
+        metrics[f"secagg.dropped.{phase}"] = float(sum(1 for p in gone.values() if p == phase))
+    return metrics
