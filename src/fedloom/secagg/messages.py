@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -65,7 +66,12 @@ class Setup:
         return fixed + b"".join(c.to_bytes(8, "big", signed=True) for c in self.cohort)
 
     def x_coordinate(self, client: int) -> int:
-        return self.cohort.index(client) + 1
+        """The client's Shamir x-coordinate: its position in the cohort, plus one."""
+        return self._positions[client] + 1
+
+    @cached_property
+    def _positions(self) -> dict[int, int]:
+        return {c: i for i, c in enumerate(self.cohort)}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,268 @@
+"""Training rounds through SecAgg+: the same result as plain FedAvg within quantization error,
+exact sums of the survivors when clients vanish between the protocol's rounds, clean aborts,
+and refusals at build time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import fedloom as fl
+from fedloom.core.layout import Vector
+from fedloom.core.messages import Broadcast
+from fedloom.data import FederatedData
+from fedloom.engine.rounds import client_seed, init_state, run_round
+from fedloom.engine.sampling import FixedCount
+from fedloom.engine.secure_rounds import SecureTaskKind
+from fedloom.engine.tasks import Failure
+from fedloom.executors import InProcessExecutor
+from fedloom.secagg import SecureSum
+from fedloom.secagg.messages import (
+    KeyRoster,
+    MaskingRequest,
+    SecureReply,
+    SecureTrainTask,
+    UnmaskRequest,
+)
+from fedloom.stages import StageTraits
+
+
+def phase_of(task: SecureTaskKind) -> str:
+    if isinstance(task, SecureTrainTask):
+        return "advertise"
+    request = task.request
+    if isinstance(request, KeyRoster):
+        return "share"
+    if isinstance(request, MaskingRequest):
+        return "mask"
+    assert isinstance(request, UnmaskRequest)
+    return "unmask"
+
+
+class Vanishing:
+    """An in-process executor whose chosen clients stop answering from a chosen round on, as a
+    phone that loses its connection would."""
+
+    def __init__(self, inner: InProcessExecutor, vanish: Mapping[str, Set[int]]):
+        self.inner, self.vanish = inner, vanish
+        self.gone: set[int] = set()
+
+    def run_secure(self, tasks: Sequence[SecureTaskKind]) -> list[SecureReply | Failure]:
+        if tasks:
+            self.gone |= set(self.vanish.get(phase_of(tasks[0]), ()))
+        live = [t for t in tasks if t.client not in self.gone]
+        answers = dict(zip([t.client for t in live], self.inner.run_secure(live), strict=True))
+        return [answers.get(t.client, Failure("connection lost")) for t in tasks]
+
+
+def train(softmax: fl.SoftmaxRegression) -> fl.LocalSGD:
+    return fl.local_sgd(softmax, lr=0.1, epochs=1, batch_size=16)
+
+
+def updates_of(
+    algorithm: fl.Algorithm, data: FederatedData, params: Vector, clients: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each client's own update for round 0 and its example count, computed in the open."""
+    program = algorithm.client
+    rows, weights = [], []
+    for c in clients:
+        d = data.clients[c]
+        result, _ = program.run(
+            Broadcast(0, params, client_seed(0, 0, c)), d.x_train, d.y_train, {}
+        )
+        rows.append(result.update)
+        weights.append(result.num_examples)
+    return np.stack(rows), np.array(weights, dtype=np.float64)
+
+
+def test_secure_fedavg_equals_plain_fedavg_within_quantization(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression
+) -> None:
+    plain = fl.fedavg(train(softmax))
+    secure = plain.with_stages(fl.secure_sum(clip=50.0))
+    run = {"rounds": 3, "cohort": 6, "seed": 0, "federated_eval": False}
+    a = fl.simulate(plain, digits_iid, **run)
+    b = fl.simulate(secure, digits_iid, **run)
+    assert all(r.aborted is None for r in b.records)
+    assert [r.accepted for r in b.records] == [r.cohort for r in b.records]
+    # quantization: ±1/scale per client and entry, averaged over the example weights
+    np.testing.assert_allclose(b.params, a.params, atol=1e-4)
+    assert not np.array_equal(b.params, a.params)  # it really went through the ring
+    metrics = b.records[0].metrics
+    assert metrics["secagg.survivors"] == 6
+    assert metrics["secagg.dropped"] == 0
+    # six clients: the complete graph; t = 3 > 5/2 leaves room for one dropout and one corrupt
+    assert metrics["secagg.threshold"] == 3
+    assert metrics["secagg.degree"] == 5
+
+
+@pytest.mark.parametrize(
+    "vanish",
+    [
+        {"advertise": {0}, "share": {3}, "mask": {5}, "unmask": {7}},
+        {"mask": {1, 2}},
+        {"unmask": {0, 4, 9}},
+    ],
+)
+def test_the_update_is_the_survivors_weighted_mean_when_clients_vanish(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression, vanish: dict[str, set[int]]
+) -> None:
+    algorithm = fl.fedavg(train(softmax)).with_stages(fl.secure_sum(clip=50.0, dropout_rate=0.3))
+    executor = Vanishing(InProcessExecutor(algorithm.client, digits_iid.clients), vanish)
+    state = init_state(algorithm, softmax.init(0))
+    after, record = run_round(
+        algorithm, state, executor, population=range(10), sampler=FixedCount(10), seed=0
+    )
+    assert record.aborted is None
+    lost = vanish.get("advertise", set()) | vanish.get("share", set()) | vanish.get("mask", set())
+    survivors = sorted(set(range(10)) - lost)
+    assert list(record.accepted) == survivors
+    assert {r.client for r in record.rejected} == lost
+    assert record.metrics["secagg.dropped"] == len(lost)
+    for phase in ("advertise", "share", "mask", "unmask"):
+        assert record.metrics[f"secagg.dropped.{phase}"] == len(vanish.get(phase, ()))
+    updates, weights = updates_of(algorithm, digits_iid, state.params, survivors)
+    expected = state.params + (weights @ updates) / weights.sum()
+    np.testing.assert_allclose(after.params, expected, atol=1e-5)
+
+
+def test_too_few_survivors_abort_the_round_and_leave_the_model(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression
+) -> None:
+    algorithm = fl.fedavg(train(softmax)).with_stages(fl.secure_sum(clip=50.0))
+    executor = Vanishing(
+        InProcessExecutor(algorithm.client, digits_iid.clients), {"mask": {0, 1, 2, 3, 4, 5}}
+    )
+    state = init_state(algorithm, softmax.init(0))
+    after, record = run_round(
+        algorithm, state, executor, population=range(10), sampler=FixedCount(10), seed=0
+    )
+    assert record.aborted == (
+        "secure aggregation aborted: 4 masked inputs arrived, fewer than the threshold t=5"
+    )
+    assert record.accepted == ()
+    assert after.round == 1
+    np.testing.assert_array_equal(after.params, state.params)
+    assert record.metrics["secagg.dropped.mask"] == 6
+
+
+def test_a_cohort_the_graph_cannot_cover_aborts_instead_of_falling_back(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression
+) -> None:
+    algorithm = fl.fedavg(train(softmax)).with_stages(fl.secure_sum(clip=1.0, dropout_rate=0.3))
+    history = fl.simulate(algorithm, digits_iid, rounds=1, cohort=3, federated_eval=False)
+    aborted = history.records[0].aborted
+    assert aborted is not None
+    assert aborted.startswith("secure aggregation cannot start")
+    assert "3 clients tolerates dropout_rate=0.3" in aborted
+
+
+def test_the_vectorized_executor_runs_the_same_protocol(digits_iid: FederatedData) -> None:
+    from fedloom.executors.vectorized import VectorizedExecutor
+
+    work = fl.torch.local_sgd(fl.torch.mlp(64, [16], 10), lr=0.1, epochs=1, batch_size=16)
+    algorithm = fl.fedavg(work).with_stages(fl.clip_by_norm(5.0), fl.secure_sum(clip=5.0))
+    run = {"rounds": 1, "cohort": 6, "seed": 0, "federated_eval": False}
+    vectorized = VectorizedExecutor(algorithm.client, digits_iid.clients, strict=True)
+    a = fl.simulate(algorithm, digits_iid, executor=vectorized, **run)
+    b = fl.simulate(algorithm, digits_iid, executor="inprocess", **run)
+    assert vectorized.batched_tasks == 6
+    assert all(r.aborted is None for r in a.records)
+    np.testing.assert_allclose(a.params, b.params, atol=1e-4)
+    plain = fl.simulate(fl.fedavg(work).with_stages(fl.clip_by_norm(5.0)), digits_iid, **run)
+    np.testing.assert_allclose(a.params, plain.params, atol=1e-3)
+
+
+def test_the_process_executor_refuses_clearly(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression
+) -> None:
+    algorithm = fl.fedavg(train(softmax)).with_stages(fl.secure_sum(clip=1.0))
+    with pytest.raises(ValueError, match="PoolExecutor cannot run secure aggregation"):
+        fl.simulate(algorithm, digits_iid, rounds=1, cohort=5, executor="process")
+
+
+def test_secure_fedavg_on_digits_reaches_the_plain_accuracy() -> None:
+    data = fl.data.digits().split(fl.data.dirichlet(0.5), clients=20, seed=0)
+    work = fl.local_sgd(fl.SoftmaxRegression(64, 10), lr=0.2, epochs=2, batch_size=16)
+    run = {"rounds": 10, "cohort": 10, "seed": 0, "federated_eval": False}
+    plain = fl.simulate(fl.fedavg(work), data, **run).last("test_accuracy")
+    secure = fl.simulate(fl.fedavg(work).with_stages(fl.secure_sum(clip=100.0)), data, **run).last(
+        "test_accuracy"
+    )
+    assert plain > 0.8
+    assert abs(secure - plain) <= 0.01
+
+
+@dataclass(frozen=True)
+class CoordinateMedian:
+    """A robust (non-linear) reducer."""
+
+    @property
+    def linear(self) -> bool:
+        return False
+
+    def __call__(self, updates: np.ndarray, weights: np.ndarray) -> Vector:
+        return np.median(updates, axis=0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TopK:
+    """A codec whose decoder needs each client's indices: it cannot sit before a secure sum."""
+
+    k: int = 5
+    name: str = "topk"
+
+    @property
+    def traits(self) -> StageTraits:
+        return StageTraits()
+
+    def init(self, layout: object) -> None:
+        return None
+
+    def config(self, state: object) -> dict[str, float]:
+        return {}
+
+    def client(
+        self, update: Vector, config: object, rng: object
+    ) -> tuple[Vector, dict[str, float]]:
+        keep = np.argsort(np.abs(update))[-self.k :]
+        out = np.zeros_like(update)
+        out[keep] = update[keep]
+        return out, {}
+
+    def server(
+        self, aggregate: Vector, state: object, metrics: object
+    ) -> tuple[Vector, None, dict[str, float]]:
+        return aggregate, None, {}
+
+
+def test_pipelines_that_cannot_be_summed_securely_are_refused_when_built(
+    softmax: fl.SoftmaxRegression,
+) -> None:
+    secure = fl.fedavg(train(softmax)).with_stages(fl.secure_sum(clip=1.0))
+    with pytest.raises(ValueError, match="stage 'secure_sum' can only be decoded from a"):
+        secure.with_reducer(CoordinateMedian())
+    with pytest.raises(ValueError, match="stage 'topk' cannot run before the secure sum"):
+        fl.fedavg(train(softmax)).with_stages(TopK(), fl.secure_sum(clip=1.0))
+    with pytest.raises(ValueError, match="stage 'clip' comes after the secure sum"):
+        secure.with_stages(fl.clip_by_norm(1.0))
+
+
+def test_scaffold_is_refused_with_its_reason(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression
+) -> None:
+    algorithm = fl.scaffold(train(softmax)).with_stages(fl.secure_sum(clip=1.0))
+    with pytest.raises(ValueError, match="needs each client's own vectors"):
+        fl.simulate(algorithm, digits_iid, rounds=1, cohort=5)
+
+
+def test_the_stage_validates_its_arguments() -> None:
+    with pytest.raises(ValueError, match="bits must be an integer in \\[8, 32\\], got 64"):
+        SecureSum(clip=1.0, bits=64)
+    with pytest.raises(ValueError, match="clip must be a finite number > 0, got -1"):
+        fl.secure_sum(clip=-1)
+    with pytest.raises(RuntimeError, match="runs only inside the engine's secure aggregation"):
+        SecureSum(clip=1.0).server(np.zeros(3, dtype=np.float32), None, [])
