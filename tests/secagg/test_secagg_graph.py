@@ -76,19 +76,19 @@ def test_chosen_parameters_meet_both_failure_bounds(n: int, rate: float, corrupt
     dropped, bad = math.ceil(rate * n), math.ceil(corrupt * n)
     # correctness: n · P[more than k - t dropped neighbours] ≤ 2^-20 (scipy's tail)
     assert n * hypergeom.sf(p.degree - p.threshold, n - 1, dropped, p.degree) <= 2**-20
-    # privacy: n · P[t or more corrupt neighbours] ≤ 2^-40
-    assert n * hypergeom.sf(p.threshold - 1, n - 1, bad, p.degree) <= 2**-40
-    assert log2_disconnected(n, p.degree, dropped + bad) <= -40
+    # privacy: n · P[t or more corrupt neighbours] + P[honest survivors split] ≤ 2^-40
+    corrupted = n * hypergeom.sf(p.threshold - 1, n - 1, bad, p.degree)
+    assert corrupted + 2 ** log2_disconnected(n, p.degree, dropped + bad) <= 2**-40
     # and it is the sparsest: with two fewer neighbours no threshold meets all three
     k = p.degree - 2
     if k >= 2:
-        connected = log2_disconnected(n, k, dropped + bad) <= -40
+        split = 2 ** log2_disconnected(n, k, dropped + bad)
         works = [
             n * hypergeom.sf(k - t, n - 1, dropped, k) <= 2**-20
-            and n * hypergeom.sf(t - 1, n - 1, bad, k) <= 2**-40
+            and n * hypergeom.sf(t - 1, n - 1, bad, k) + split <= 2**-40
             for t in range(k // 2 + 1, k + 2)
         ]
-        assert not (connected and any(works))
+        assert not any(works)
 
 
 def test_small_cohorts_use_the_complete_graph() -> None:

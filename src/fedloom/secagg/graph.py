@@ -82,7 +82,7 @@ def choose_parameters(
         # from honest neighbours (Bell et al. §4, the malicious-server condition), which costs
         # nothing here and keeps the protocol right if the model is strengthened later.
         for t in range(k // 2 + 1, k + 2):
-            privacy = max(connect, log2_union(n, n - 1, corrupt, k, at_least=t))
+            privacy = _log2_add(connect, log2_union(n, n - 1, corrupt, k, at_least=t))
             correct = log2_union(n, n - 1, dropped, k, at_least=k - t + 1)
             if privacy <= -privacy_bits and correct <= -correctness_bits:
                 return GraphParameters(n, k, t, privacy, correct)
@@ -143,6 +143,12 @@ def log2_disconnected(clients: int, degree: int, removed: int) -> float:
         return sum(math.log2((removed - i) / (n - i)) for i in range(r))
 
     return min(math.log2(n) + log2_all_removed(half), 2 * math.log2(n) + log2_all_removed(degree))
+
+
+def _log2_add(a: float, b: float) -> float:
+    """log2(2^a + 2^b): the union bound of two failure events."""
+    high, low = max(a, b), min(a, b)
+    return high if low == -math.inf else high + math.log2(1 + 2 ** (low - high))
 
 
 def _hypergeometric_tail(population: int, marked: int, draws: int, at_least: int) -> float:
