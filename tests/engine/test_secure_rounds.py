@@ -91,6 +91,8 @@ def test_secure_fedavg_equals_plain_fedavg_within_quantization(
     # quantization: ±1/scale per client and entry, averaged over the example weights
     np.testing.assert_allclose(b.params, a.params, atol=1e-4)
     assert not np.array_equal(b.params, a.params)  # it really went through the ring
+    again = fl.simulate(secure, digits_iid, **run)
+    np.testing.assert_array_equal(again.params, b.params)  # fresh keys, same exact sums
     metrics = b.records[0].metrics
     assert metrics["secagg.survivors"] == 6
     assert metrics["secagg.dropped"] == 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 from secagg_driver import make_setup
 
 from fedloom.secagg import primitives
 from fedloom.secagg.client import ClientSession
-from fedloom.secagg.messages import MaskedInput
+from fedloom.secagg.messages import MaskedInput, pack_ring, unpack_ring
 from fedloom.secagg.quantize import decode, encode, scale_for, to_signed
 from fedloom.secagg.server import ServerSession
 
@@ -103,3 +105,15 @@ def test_the_extreme_sum_does_not_overflow_the_ring() -> None:
 def test_a_ring_too_small_for_the_cohort_is_refused() -> None:
     with pytest.raises(ValueError, match="overflow a 2\\^8 ring"):
         scale_for(clients=100, clip=1.0, max_weight=2, bits=8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(bits=st.integers(8, 32), size=st.integers(0, 300), seed=st.integers(0, 2**32 - 1))
+def test_packed_ring_vectors_round_trip_at_their_bit_width(bits: int, size: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    vector = rng.integers(0, 1 << bits, size, dtype=np.uint64).astype(np.uint32)
+    data = pack_ring(vector, bits)
+    assert len(data) == -(-size * bits // 8)
+    np.testing.assert_array_equal(unpack_ring(data, bits, size), vector)
+    with pytest.raises(ValueError, match="take"):
+        unpack_ring(data + b"\x00", bits, size)

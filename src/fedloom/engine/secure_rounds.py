@@ -93,15 +93,15 @@ def run_secure_round(
     traffic = {"bytes_down": 0.0, "bytes_up": 0.0}
     failures: dict[int, str] = {}
 
-    def exchange(tasks: list[SecureTaskKind]) -> dict[int, SecureReply]:
+    def exchange(tasks: list[SecureTaskKind], bits: int) -> dict[int, SecureReply]:
         replies = executor.run_secure(tasks) if tasks else []
         answers: dict[int, SecureReply] = {}
         for task, reply in zip(tasks, replies, strict=True):
-            traffic["bytes_down"] += message_bytes(task)
+            traffic["bytes_down"] += message_bytes(task, bits=bits)
             if isinstance(reply, Failure):
                 failures[task.client] = reply.reason
             else:
-                traffic["bytes_up"] += message_bytes(reply)
+                traffic["bytes_up"] += message_bytes(reply, bits=bits)
                 answers[task.client] = reply
         return answers
 
@@ -155,18 +155,19 @@ def run_secure_round(
                     setup,
                 )
                 for c in cohort
-            ]
+            ],
+            setup.bits,
         )
         rosters = server.roster(keys)
-        shared = exchange([SecureTask(c, r) for c, r in sorted(rosters.items())])
+        shared = exchange([SecureTask(c, r) for c, r in sorted(rosters.items())], setup.bits)
         requests = server.forward(shared)
-        masked = exchange([SecureTask(c, r) for c, r in sorted(requests.items())])
+        masked = exchange([SecureTask(c, r) for c, r in sorted(requests.items())], setup.bits)
         unmask = server.unmask_requests(masked)
         if len(server.survivors) < min_cohort:
             raise SecureAggregationAborted(
                 f"{len(server.survivors)} masked inputs, fewer than min_cohort={min_cohort}"
             )
-        answers = exchange([SecureTask(c, r) for c, r in sorted(unmask.items())])
+        answers = exchange([SecureTask(c, r) for c, r in sorted(unmask.items())], setup.bits)
         total = server.finish(answers)
     except SecureAggregationAborted as error:
         return skipped, record(server, f"secure aggregation aborted: {error.reason}", {})

@@ -169,8 +169,31 @@ SecureReply = KeyAdvertisement | SharedKeys | MaskedInput | UnmaskShares
 """What a client answers in some round (a failure is the executor's ``Failure``)."""
 
 
-def message_bytes(message: object) -> int:
-    """Bytes a message's payload fields take on the wire, before framing."""
+def pack_ring(vector: RingVector, bits: int) -> bytes:
+    """Ring elements packed to ``bits`` bits each (little-endian bit order): how a transport
+    sends a masked vector, ``ceil(len · bits / 8)`` bytes instead of 4 bytes an entry."""
+    words = np.ascontiguousarray(vector, dtype="<u4").view(np.uint8).reshape(-1, 4)
+    planes = np.unpackbits(words, axis=1, bitorder="little")[:, :bits]
+    return np.packbits(planes.reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_ring(data: bytes, bits: int, size: int) -> RingVector:
+    """The inverse of :func:`pack_ring`; ValueError if ``data`` has the wrong length."""
+    if len(data) != -(-size * bits // 8):
+        raise ValueError(
+            f"{size} ring elements of {bits} bits take {-(-size * bits // 8)} bytes, "
+            f"got {len(data)}"
+        )
+    planes = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+    padded = np.zeros((size, 32), dtype=np.uint8)
+    padded[:, :bits] = planes[: size * bits].reshape(size, bits)
+    words = np.packbits(padded, axis=1, bitorder="little")
+    return words.view("<u4").reshape(-1).astype(np.uint32)
+
+
+def message_bytes(message: object, *, bits: int = 32) -> int:
+    """Bytes a message's payload fields take on the wire, before framing; masked vectors packed
+    to ``bits`` bits an entry (:func:`pack_ring`)."""
     if isinstance(message, SecureTrainTask):
         return int(np.asarray(message.broadcast.params).nbytes) + 8 * len(message.setup.cohort)
     if isinstance(message, KeyAdvertisement):
@@ -180,12 +203,12 @@ def message_bytes(message: object) -> int:
     if isinstance(message, SharedKeys | MaskingRequest):
         return len(message.session) + sum(len(s.sealed) + 16 for s in message.shares)
     if isinstance(message, MaskedInput):
-        return len(message.session) + int(np.asarray(message.vector).nbytes)
+        return len(message.session) + -(-np.asarray(message.vector).size * bits // 8)
     if isinstance(message, UnmaskRequest):
         return len(message.session) + 8 * (len(message.survivors) + len(message.dropped))
     if isinstance(message, UnmaskShares):
         parts = [*message.seed_shares.values(), *message.key_shares.values()]
         return len(message.session) + sum(8 + int(np.asarray(s).nbytes) for s in parts)
     if isinstance(message, SecureTask):
-        return message_bytes(message.request)
+        return message_bytes(message.request, bits=bits)
     return 0
