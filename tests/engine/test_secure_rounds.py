@@ -19,6 +19,7 @@ from fedloom.engine.sampling import FixedCount
 from fedloom.engine.secure_rounds import SecureTaskKind
 from fedloom.engine.tasks import Failure
 from fedloom.executors import InProcessExecutor
+from fedloom.executors.devices import DeviceExecutor, DeviceProfile, Fleet
 from fedloom.secagg import SecureSum
 from fedloom.secagg.messages import (
     KeyRoster,
@@ -178,12 +179,28 @@ def test_the_vectorized_executor_runs_the_same_protocol(digits_iid: FederatedDat
     np.testing.assert_allclose(a.params, plain.params, atol=1e-3)
 
 
-def test_the_process_executor_refuses_clearly(
+def test_the_process_executor_gives_the_in_process_result(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression
+) -> None:
+    """Training on worker processes, the protocol's client sessions in the pool's own process:
+    the same exact sums, so the same parameters bit for bit."""
+    algorithm = fl.fedavg(train(softmax)).with_stages(fl.secure_sum(clip=50.0))
+    run = {"rounds": 2, "cohort": 6, "seed": 0, "federated_eval": False}
+    pool = fl.simulate(algorithm, digits_iid, executor="process", **run)
+    here = fl.simulate(algorithm, digits_iid, executor="inprocess", **run)
+    assert all(r.aborted is None for r in pool.records)
+    np.testing.assert_array_equal(pool.params, here.params)
+
+
+def test_an_executor_without_the_protocol_refuses_clearly(
     digits_iid: FederatedData, softmax: fl.SoftmaxRegression
 ) -> None:
     algorithm = fl.fedavg(train(softmax)).with_stages(fl.secure_sum(clip=1.0))
-    with pytest.raises(ValueError, match="PoolExecutor cannot run secure aggregation"):
-        fl.simulate(algorithm, digits_iid, rounds=1, cohort=5, executor="process")
+    inner = InProcessExecutor(algorithm.client, digits_iid.clients)
+    fleet = Fleet({c.client_id: DeviceProfile() for c in digits_iid.clients})
+    devices = DeviceExecutor(inner, fleet, program=algorithm.client, clients=digits_iid.clients)
+    with pytest.raises(ValueError, match="DeviceExecutor cannot run secure aggregation"):
+        fl.simulate(algorithm, digits_iid, rounds=1, cohort=5, executor=devices)
 
 
 def test_secure_fedavg_on_digits_reaches_the_plain_accuracy() -> None:

@@ -56,7 +56,7 @@ def check_secure(algorithm: Algorithm, executor: object) -> None:
     if not isinstance(executor, SecureExecutor):
         raise ValueError(
             f"{type(executor).__name__} cannot run secure aggregation (it has no run_secure for "
-            "the SecAgg+ rounds); use executor='inprocess' or 'vectorized'"
+            "the SecAgg+ rounds); use executor='inprocess', 'vectorized', 'process' or 'ray'"
         )
     if not isinstance(algorithm.reducer, WeightedMean | Mean):
         raise ValueError(
