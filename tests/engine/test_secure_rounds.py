@@ -132,6 +132,30 @@ def test_the_update_is_the_survivors_weighted_mean_when_clients_vanish(
     np.testing.assert_allclose(after.params, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("reducer", ["weighted_mean", "mean"])
+def test_updates_are_clipped_and_weights_capped_before_the_sum(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression, reducer: str
+) -> None:
+    stage = SecureSum(clip=0.05, max_weight=60)
+    algorithm = fl.fedavg(train(softmax)).with_stages(stage)
+    if reducer == "mean":
+        algorithm = algorithm.with_reducer(fl.reducers.mean())
+    state = init_state(algorithm, softmax.init(0))
+    executor = InProcessExecutor(algorithm.client, digits_iid.clients)
+    after, record = run_round(
+        algorithm, state, executor, population=range(10), sampler=FixedCount(10), seed=0
+    )
+    updates, counts = updates_of(algorithm, digits_iid, state.params, list(range(10)))
+    norms = np.linalg.norm(updates.astype(np.float64), axis=1)
+    assert np.all(norms > 0.05), "every update is clipped"
+    assert counts.min() > 60, "every weight is capped"
+    clipped = updates * (0.05 / norms)[:, None]
+    weights = np.minimum(counts, 60) if reducer == "weighted_mean" else np.ones(10)
+    assert record.metrics["secagg.total_weight"] == weights.sum()
+    expected = state.params + (weights @ clipped) / weights.sum()
+    np.testing.assert_allclose(after.params, expected, atol=1e-6)
+
+
 def test_too_few_survivors_abort_the_round_and_leave_the_model(
     digits_iid: FederatedData, softmax: fl.SoftmaxRegression
 ) -> None:
