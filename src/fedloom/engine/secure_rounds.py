@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from fedloom.algorithms import Algorithm
+from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast
 from fedloom.engine.history import Rejection, RoundRecord
 from fedloom.engine.rounds import ServerState, apply_step, client_seed
@@ -30,6 +31,7 @@ from fedloom.engine.sampling import Sampler
 from fedloom.engine.tasks import Failure
 from fedloom.reducers import Mean, WeightedMean
 from fedloom.secagg.messages import SecureReply, SecureTask, SecureTrainTask, message_bytes
+from fedloom.secagg.primitives import RingVector
 from fedloom.secagg.quantize import decode
 from fedloom.secagg.server import PHASES, SecureAggregationAborted, ServerSession
 from fedloom.secagg.stage import SecureSum
@@ -90,25 +92,16 @@ def run_secure_round(
     positions = sampler.sample(len(population), np.random.default_rng([seed, round_, 0]))
     cohort = tuple(sorted({int(population[p]) for p in positions}))
     layout = algorithm.work.model.layout
-    traffic = {"bytes_down": 0.0, "bytes_up": 0.0}
-    failures: dict[int, str] = {}
-
-    def exchange(tasks: list[SecureTaskKind], bits: int) -> dict[int, SecureReply]:
-        replies = executor.run_secure(tasks) if tasks else []
-        answers: dict[int, SecureReply] = {}
-        for task, reply in zip(tasks, replies, strict=True):
-            traffic["bytes_down"] += message_bytes(task, bits=bits)
-            if isinstance(reply, Failure):
-                failures[task.client] = reply.reason
-            else:
-                traffic["bytes_up"] += message_bytes(reply, bits=bits)
-                answers[task.client] = reply
-        return answers
+    skipped = replace(state, round=round_ + 1)
 
     def record(
-        server: ServerSession | None, aborted: str | None, metrics: Mapping[str, float]
+        wire: _Wire | None,
+        server: ServerSession | None,
+        aborted: str | None,
+        metrics: Mapping[str, float] | None = None,
     ) -> RoundRecord:
         survivors = server.survivors if server is not None and aborted is None else ()
+        failures = wire.failures if wire is not None else {}
         rejected = tuple(
             Rejection(c, _reason(c, server, failures)) for c in cohort if c not in survivors
         )
@@ -116,67 +109,95 @@ def run_secure_round(
             "cohort": float(len(cohort)),
             "accepted": float(len(survivors)),
             "rejected": float(len(rejected)),
-            **traffic,
+            "bytes_down": wire.bytes_down if wire is not None else 0.0,
+            "bytes_up": wire.bytes_up if wire is not None else 0.0,
             **_protocol_metrics(cohort, server),
-            **metrics,
         }
         return RoundRecord(
             round_,
             cohort,
             survivors,
             rejected,
-            base,
+            {**base, **(metrics or {})},
             aborted=aborted,
             seconds=time.perf_counter() - started,
         )
 
-    skipped = replace(state, round=round_ + 1)
     try:
-        setup = stage.setup(
-            round_,
-            cohort,
-            dims=layout.size,
-            weighted=isinstance(algorithm.reducer, WeightedMean),
-        )
+        weighted = isinstance(algorithm.reducer, WeightedMean)
+        setup = stage.setup(round_, cohort, dims=layout.size, weighted=weighted)
     except ValueError as error:
-        return skipped, record(None, f"secure aggregation cannot start: {error}", {})
+        return skipped, record(None, None, f"secure aggregation cannot start: {error}")
     server = ServerSession(setup)
+    wire = _Wire(executor, setup.bits)
     params = state.params.copy()
     params.flags.writeable = False
-    stage_config = {
-        s.name: s.config(st) for s, st in zip(algorithm.stages, state.stages, strict=True)
-    }
-    try:
-        keys = exchange(
-            [
-                SecureTrainTask(
-                    c,
-                    Broadcast(round_, params, client_seed(seed, round_, c), {}, stage_config),
-                    setup,
-                )
-                for c in cohort
-            ],
-            setup.bits,
+    config = {s.name: s.config(st) for s, st in zip(algorithm.stages, state.stages, strict=True)}
+    training = [
+        SecureTrainTask(
+            c, Broadcast(round_, params, client_seed(seed, round_, c), {}, config), setup
         )
-        rosters = server.roster(keys)
-        shared = exchange([SecureTask(c, r) for c, r in sorted(rosters.items())], setup.bits)
-        requests = server.forward(shared)
-        masked = exchange([SecureTask(c, r) for c, r in sorted(requests.items())], setup.bits)
-        unmask = server.unmask_requests(masked)
-        if len(server.survivors) < min_cohort:
-            raise SecureAggregationAborted(
-                f"{len(server.survivors)} masked inputs, fewer than min_cohort={min_cohort}"
-            )
-        answers = exchange([SecureTask(c, r) for c, r in sorted(unmask.items())], setup.bits)
-        total = server.finish(answers)
+        for c in cohort
+    ]
+    try:
+        total = _protocol(wire, server, training, min_cohort=min_cohort)
     except SecureAggregationAborted as error:
-        return skipped, record(server, f"secure aggregation aborted: {error.reason}", {})
+        return skipped, record(wire, server, f"secure aggregation aborted: {error.reason}")
     weighted_sum, total_weight = decode(total, scale=setup.scale, bits=setup.bits)
     if total_weight <= 0:
-        return skipped, record(server, f"the decoded total weight is {total_weight}", {})
+        return skipped, record(wire, server, f"the decoded total weight is {total_weight}")
     aggregate = (weighted_sum / total_weight).astype(np.float32)
+    next_state, metrics = _server_halves(algorithm, state, aggregate)
+    metrics["secagg.total_weight"] = float(total_weight)
+    return next_state, record(wire, server, None, metrics)
 
-    metrics: dict[str, float] = {"secagg.total_weight": float(total_weight)}
+
+@dataclass
+class _Wire:
+    """The executor as the server sees it: one round's tasks out, replies in, bytes counted
+    (masked vectors packed to ``bits`` an entry), failures noted by client."""
+
+    executor: SecureExecutor
+    bits: int
+    bytes_down: float = 0.0
+    bytes_up: float = 0.0
+    failures: dict[int, str] = field(default_factory=dict)
+
+    def exchange(self, tasks: Sequence[SecureTaskKind]) -> dict[int, SecureReply]:
+        replies = self.executor.run_secure(tasks) if tasks else []
+        answers: dict[int, SecureReply] = {}
+        for task, reply in zip(tasks, replies, strict=True):
+            self.bytes_down += message_bytes(task, bits=self.bits)
+            if isinstance(reply, Failure):
+                self.failures[task.client] = reply.reason
+            else:
+                self.bytes_up += message_bytes(reply, bits=self.bits)
+                answers[task.client] = reply
+        return answers
+
+
+def _protocol(
+    wire: _Wire, server: ServerSession, training: Sequence[SecureTrainTask], *, min_cohort: int
+) -> RingVector:
+    """The four rounds; the exact ring sum of the survivors' inputs, or SecureAggregationAborted."""
+    rosters = server.roster(wire.exchange(training))
+    shared = wire.exchange([SecureTask(c, r) for c, r in sorted(rosters.items())])
+    masked = wire.exchange([SecureTask(c, r) for c, r in sorted(server.forward(shared).items())])
+    unmask = server.unmask_requests(masked)
+    if len(server.survivors) < min_cohort:
+        raise SecureAggregationAborted(
+            f"{len(server.survivors)} masked inputs, fewer than min_cohort={min_cohort}"
+        )
+    return server.finish(wire.exchange([SecureTask(c, r) for c, r in sorted(unmask.items())]))
+
+
+def _server_halves(
+    algorithm: Algorithm, state: ServerState, aggregate: Vector
+) -> tuple[ServerState, dict[str, float]]:
+    """The server halves of the stages before the secure sum (in reverse), then the server
+    optimizer, as a plain round applies them; no per-client measurements reach them."""
+    layout = algorithm.work.model.layout
+    metrics: dict[str, float] = {}
     stage_states = list(state.stages)
     for i in reversed(range(len(algorithm.stages) - 1)):
         inner = algorithm.stages[i]
@@ -185,8 +206,8 @@ def run_secure_round(
     step, opt_state = algorithm.server_optimizer.update(aggregate, state.optimizer)
     new_params = apply_step(layout, state.params, step, aggregate)
     metrics["update_norm"] = float(np.linalg.norm(aggregate.astype(np.float64)))
-    next_state = ServerState(round_ + 1, new_params, opt_state, state.extras, tuple(stage_states))
-    return next_state, record(server, None, metrics)
+    stages = tuple(stage_states)
+    return ServerState(state.round + 1, new_params, opt_state, state.extras, stages), metrics
 
 
 def _reason(client: int, server: ServerSession | None, failures: Mapping[int, str]) -> str:
