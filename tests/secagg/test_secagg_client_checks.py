@@ -243,3 +243,21 @@ def test_a_client_input_must_be_a_ring_vector_of_the_setup_size() -> None:
         ClientSession(100, setup, np.zeros(8, dtype=np.uint32))
     with pytest.raises(ProtocolAbort, match="not in this round's cohort"):
         ClientSession(7, setup, np.zeros(9, dtype=np.uint32))
+
+
+def test_inconsistent_shares_abort_the_round_instead_of_crashing_it() -> None:
+    from fedloom.secagg import SecureAggregationAborted
+
+    r = Round()
+    unmask = r.to_unmasking()
+    answers = {c: r.clients[c].unmask(q) for c, q in unmask.items()}
+    # every holder's share of client 100's seed is shifted: the limbs overflow 24 bits
+    for c, answer in answers.items():
+        if 100 in answer.seed_shares:
+            shares = dict(answer.seed_shares)
+            shares[100] = ((shares[100].astype(np.int64) + (1 << 30)) % ((1 << 31) - 1)).astype(
+                np.uint32
+            )
+            answers[c] = replace(answer, seed_shares=shares)
+    with pytest.raises(SecureAggregationAborted, match="client 100's self-mask seed"):
+        r.server.finish(answers)

@@ -97,8 +97,9 @@ def test_small_cohorts_use_the_complete_graph() -> None:
     assert p.degree == 9
     # the threshold leaves room for 3 dropouts and exceeds half the cohort
     assert p.threshold == 5
-    assert choose_parameters(100, dropout_rate=0.1, corrupt_fraction=0.1).complete
-    assert not choose_parameters(101, dropout_rate=0.1, corrupt_fraction=0.1).complete
+    assert choose_parameters(50, dropout_rate=0.1, corrupt_fraction=0.1).complete
+    assert not choose_parameters(51, dropout_rate=0.1, corrupt_fraction=0.1).complete
+    assert choose_parameters(51, dropout_rate=0.1, corrupt_fraction=0.1, complete_up_to=51).complete
 
 
 def test_an_impossible_cohort_is_refused_with_its_numbers() -> None:

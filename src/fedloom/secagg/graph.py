@@ -56,7 +56,7 @@ def choose_parameters(
     corrupt_fraction: float,
     privacy_bits: float = 40.0,
     correctness_bits: float = 20.0,
-    complete_up_to: int = 100,
+    complete_up_to: int = 50,
 ) -> GraphParameters:
     """The sparsest graph and its threshold for which both failure bounds hold; ValueError,
     naming the numbers, when even the complete graph cannot meet them.

@@ -131,10 +131,8 @@ def expand(seed: bytes, size: int, bits: int) -> RingVector:
         raise ValueError(f"a PRG seed is {KEY_BYTES} bytes, got {len(seed)}")
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
     stream = encryptor.update(bytes(4 * size)) + encryptor.finalize()
-    words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
-    if bits < 32:
-        words &= np.uint32((1 << bits) - 1)
-    return words
+    words = np.frombuffer(stream, dtype="<u4").astype(np.uint32, copy=False)
+    return words & np.uint32((1 << bits) - 1) if bits < 32 else words
 
 
 def session_id(header: bytes, keys: Iterable[tuple[int, bytes, bytes]]) -> bytes:

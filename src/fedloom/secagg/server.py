@@ -178,9 +178,9 @@ class ServerSession:
         size = self.setup.dims + 1
         total = self._total.copy()
         for v in self._survivors:
-            total -= primitives.expand(shamir.from_limbs(seeds[v], KEY_BYTES), size, 32)
+            total -= primitives.expand(_secret(seeds[v], v, "self-mask seed"), size, 32)
         for u in self._dropped:
-            private = primitives.load_private(shamir.from_limbs(keys[u], KEY_BYTES))
+            private = primitives.load_private(_secret(keys[u], u, "mask key"))
             for v in sorted(self.neighbours[u] & set(self._survivors)):
                 seed = primitives.agree(
                     private, self._keys[v].mask_key, purpose=b"mask", session=self.session
@@ -275,6 +275,15 @@ class ServerSession:
                 if np.any(array < 0) or np.any(array >= shamir.PRIME):
                     return f"its {name} share of client {owner} is out of the field"
         return None
+
+
+def _secret(limbs: np.ndarray, owner: int, what: str) -> bytes:
+    """A reconstructed 32-byte secret; an abort when the shares did not lie on one polynomial
+    (a client sent a wrong share: this protocol detects that only when the limbs overflow)."""
+    try:
+        return shamir.from_limbs(limbs, KEY_BYTES)
+    except ValueError as error:
+        raise SecureAggregationAborted(f"client {owner}'s {what}: {error}") from error
 
 
 def _advertisement_problem(c: int, reply: object, seen: Mapping[bytes, int]) -> str | None:

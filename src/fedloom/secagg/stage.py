@@ -45,7 +45,7 @@ class SecureSum:
     corrupt_fraction: float = 0.1
     privacy_bits: float = 40.0
     correctness_bits: float = 20.0
-    complete_up_to: int = 100
+    complete_up_to: int = 50
     name: str = "secure_sum"
 
     def __post_init__(self) -> None:
