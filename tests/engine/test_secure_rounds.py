@@ -176,6 +176,34 @@ def test_too_few_survivors_abort_the_round_and_leave_the_model(
     assert record.metrics["secagg.dropped.mask"] == 6
 
 
+def test_min_cohort_aborts_before_any_mask_is_removed(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression
+) -> None:
+    algorithm = fl.fedavg(train(softmax)).with_stages(fl.secure_sum(clip=50.0))
+    executor = Vanishing(InProcessExecutor(algorithm.client, digits_iid.clients), {"mask": {1, 2}})
+    state = init_state(algorithm, softmax.init(0))
+    after, record = run_round(
+        algorithm,
+        state,
+        executor,
+        population=range(10),
+        sampler=FixedCount(10),
+        seed=0,
+        min_cohort=9,
+    )
+    assert record.aborted == "secure aggregation aborted: 8 masked inputs, fewer than min_cohort=9"
+    np.testing.assert_array_equal(after.params, state.params)
+    sessions = executor.inner.secure.sessions
+    assert {sessions[c].phase for c in range(10) if c not in (1, 2)} == {"unmask"}, (
+        "no unmasking request was sent"
+    )
+    _, next_record = run_round(
+        algorithm, after, executor, population=range(5, 10), sampler=FixedCount(5), seed=0
+    )
+    assert next_record.aborted is None
+    assert executor.inner.secure.sessions == {}, "stale sessions are dropped"
+
+
 def test_a_cohort_the_graph_cannot_cover_aborts_instead_of_falling_back(
     digits_iid: FederatedData, softmax: fl.SoftmaxRegression
 ) -> None:

@@ -39,6 +39,10 @@ class SecureClients:
         """One reply per task, in order; ``train`` runs the round-0 training tasks."""
         replies: list[SecureReply | Failure | None] = [None] * len(tasks)
         training = [(p, t) for p, t in enumerate(tasks) if isinstance(t, SecureTrainTask)]
+        if training:
+            # A new round: sessions left by an earlier round that aborted are dead.
+            current = {t.setup.round for _, t in training}
+            self.sessions = {c: s for c, s in self.sessions.items() if s.setup.round in current}
         trained = train([TrainTask(t.client, t.broadcast) for _, t in training]) if training else []
         for (position, start), result in zip(training, trained, strict=True):
             replies[position] = self._start(start, result)

@@ -79,6 +79,12 @@ class ClientSession:
         self._held: dict[int, Shares] = {}
         self._channel: dict[int, bytes] = {}
 
+    @property
+    def phase(self) -> str:
+        """The round this session expects next (``advertise``, ``share``, ``mask``, ``unmask``),
+        or ``done`` / ``aborted``."""
+        return self._phase
+
     @classmethod
     def start(
         cls, client: int, setup: Setup, result: ClientResult, rng: np.random.Generator
