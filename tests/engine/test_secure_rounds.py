@@ -156,6 +156,30 @@ def test_updates_are_clipped_and_weights_capped_before_the_sum(
     np.testing.assert_allclose(after.params, expected, atol=1e-6)
 
 
+def test_a_client_whose_update_is_not_finite_drops_out_of_the_sum(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression
+) -> None:
+    def diverge(params: Vector, x: object, y: object, seed: int) -> tuple[Vector, dict[str, float]]:
+        return np.full_like(params, np.nan if seed % 3 == 0 else 0.5), {}
+
+    algorithm = fl.fedavg(fl.custom(softmax, diverge)).with_stages(
+        fl.secure_sum(clip=50.0, dropout_rate=0.3)
+    )
+    executor = InProcessExecutor(algorithm.client, digits_iid.clients)
+    state = init_state(algorithm, softmax.init(0))
+    after, record = run_round(
+        algorithm, state, executor, population=range(10), sampler=FixedCount(10), seed=0
+    )
+    bad = {c for c in range(10) if client_seed(0, 0, c) % 3 == 0}
+    assert 0 < len(bad) <= 3
+    assert record.aborted is None
+    assert set(record.accepted) == set(range(10)) - bad
+    for rejection in record.rejected:
+        assert rejection.client in bad
+        assert "contains NaN or infinity" in rejection.reason
+    np.testing.assert_allclose(after.params, 0.5, atol=1e-5)  # every good client says 0.5
+
+
 def test_too_few_survivors_abort_the_round_and_leave_the_model(
     digits_iid: FederatedData, softmax: fl.SoftmaxRegression
 ) -> None:

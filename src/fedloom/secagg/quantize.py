@@ -40,8 +40,11 @@ def scale_for(*, clients: int, clip: float, max_weight: int, bits: int) -> float
 def encode(
     update: Vector, weight: int, *, clip: float, scale: float, bits: int, rng: np.random.Generator
 ) -> RingVector:
-    """``[q(weight · clip(update)), weight]`` as ring elements (see the module docstring)."""
+    """``[q(weight · clip(update)), weight]`` as ring elements (see the module docstring);
+    ValueError for an update with NaN or infinity, which has no place in a ring."""
     values = update.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("the update contains NaN or infinity")
     norm = float(np.linalg.norm(values))
     if norm > clip:
         values *= clip / norm
