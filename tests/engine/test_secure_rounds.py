@@ -361,3 +361,20 @@ def test_the_stage_validates_its_arguments() -> None:
         fl.secure_sum(clip=-1)
     with pytest.raises(RuntimeError, match="runs only inside the engine's secure aggregation"):
         SecureSum(clip=1.0).server(np.zeros(3, dtype=np.float32), None, [])
+
+
+def test_fedbuff_refuses_secure_aggregation(
+    digits_iid: FederatedData, softmax: fl.SoftmaxRegression
+) -> None:
+    from fedloom.engine import Buffered, train_buffered
+
+    algorithm = fl.fedavg(train(softmax)).with_stages(fl.secure_sum(clip=1.0))
+    executor = InProcessExecutor(algorithm.client, digits_iid.clients)
+    with pytest.raises(ValueError, match=r"FedBuff.*cannot run secure aggregation"):
+        train_buffered(
+            algorithm,
+            executor,
+            Buffered(concurrency=4, buffer_size=2, updates=1),
+            population=list(range(10)),
+            clock=lambda c, b: 1.0,
+        )
