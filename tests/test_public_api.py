@@ -12,7 +12,7 @@ EXPECTED = {
     "Algorithm", "ALGORITHMS", "algorithm",
     "fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold", "fednova",
     "simulate", "fixed", "fraction", "poisson", "Target", "History", "RoundRecord",
-    "Broadcast", "ClientResult", "clip_by_norm",
+    "Broadcast", "ClientResult", "clip_by_norm", "secure_sum",
     "engine", "optimizers", "reducers", "stages", "__version__",
 }  # fmt: skip
 

@@ -25,6 +25,7 @@ from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.core.model import Model
 from fedloom.engine import History, RoundRecord, Target, fixed, fraction, poisson
 from fedloom.linear import LinearRegression, SoftmaxRegression
+from fedloom.secagg import secure_sum
 from fedloom.simulation import simulate
 from fedloom.stages import clip_by_norm
 
@@ -77,6 +78,7 @@ __all__ = [
     "poisson",
     "reducers",
     "scaffold",
+    "secure_sum",
     "simulate",
     "stages",
 ]

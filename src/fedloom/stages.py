@@ -32,9 +32,15 @@ class StageTraits:
 
     ``needs_linear_reducer``: the server half only works on a (weighted) sum of client outputs,
     as secure aggregation and quantizers decoded after summation do.
+    ``secure_sum``: the server sees only the sum of the client outputs (SecAgg+), so the stage
+    must come last and every stage before it must be ``sum_compatible``.
+    ``sum_compatible``: the server half needs only the sum of the client outputs, not each one
+    (the identity, a linear decoder, central noise), so the stage may sit before a secure sum.
     """
 
     needs_linear_reducer: bool = False
+    secure_sum: bool = False
+    sum_compatible: bool = False
 
 
 class Stage(Protocol):
@@ -84,7 +90,7 @@ class ClipByNorm:
 
     @property
     def traits(self) -> StageTraits:
-        return StageTraits()
+        return StageTraits(sum_compatible=True)
 
     def init(self, layout: Layout) -> StageState:
         return None
@@ -136,3 +142,19 @@ def check_pipeline(stages: Sequence[Stage], reducer: Reducer) -> None:
                 f"{type(reducer).__name__} is not linear; use weighted_mean or mean, "
                 "or drop the stage"
             )
+    for position, stage in enumerate(stages):
+        if not stage.traits.secure_sum:
+            continue
+        if position != len(stages) - 1:
+            raise ValueError(
+                f"stage {stages[position + 1].name!r} comes after the secure sum {stage.name!r}, "
+                "but nothing can act on masked values; put the secure sum last"
+            )
+        for earlier in stages[:position]:
+            if not earlier.traits.sum_compatible:
+                raise ValueError(
+                    f"stage {earlier.name!r} cannot run before the secure sum {stage.name!r}: "
+                    "its server half needs each client's output, and the server sees only "
+                    "their sum (a non-linear codec, say); remove it, or use one whose decoder "
+                    "is linear"
+                )

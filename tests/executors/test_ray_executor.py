@@ -271,3 +271,16 @@ def _dies_within(actor: object, *, seconds: float) -> bool:
             continue
         time.sleep(0.2)
     return False
+
+
+def test_secure_aggregation_matches_in_process_bit_for_bit(digits: FederatedData) -> None:
+    """Training on the actors, the SecAgg+ client sessions in the driver: the exact sums, so
+    the in-process executor's parameters bit for bit."""
+    algorithm = fl.fedavg(softmax_sgd()).with_stages(fl.secure_sum(clip=50.0))
+    run = {"rounds": 2, "cohort": COHORT, "seed": 0, "federated_eval": False}
+    with RayExecutor(algorithm.client, digits.clients, actors=2) as executor:
+        got = fl.simulate(algorithm, digits, executor=executor, **run)
+    expected = fl.simulate(algorithm, digits, executor="inprocess", **run)
+    assert all(r.aborted is None for r in got.records)
+    assert [r.accepted for r in got.records] == [r.cohort for r in got.records]
+    np.testing.assert_array_equal(got.params, expected.params)

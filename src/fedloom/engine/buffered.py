@@ -104,6 +104,12 @@ def train_buffered(
             "buffered asynchronous aggregation does not define; use fedavg, fedprox or an "
             "adaptive server optimizer"
         )
+    if any(stage.traits.secure_sum for stage in algorithm.stages):
+        raise ValueError(
+            "buffered asynchronous aggregation (FedBuff) sums updates one by one as they "
+            "arrive, so it cannot run secure aggregation, which needs a whole cohort in "
+            "lockstep; drop the secure_sum stage or train in synchronous rounds"
+        )
     if plan.concurrency > len(population):
         raise ValueError(
             f"concurrency={plan.concurrency} exceeds the population of {len(population)} clients"

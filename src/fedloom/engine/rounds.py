@@ -64,7 +64,25 @@ def run_round(
     seed: int,
     min_cohort: int = 1,
 ) -> tuple[ServerState, RoundRecord]:
-    """Run round ``state.round``; return the next state and what happened."""
+    """Run round ``state.round``; return the next state and what happened.
+
+    An algorithm whose pipeline ends in a secure sum runs through the SecAgg+ rounds instead
+    (:mod:`fedloom.engine.secure_rounds`).
+    """
+    from fedloom.engine import secure_rounds  # it builds on this module
+
+    secure = secure_rounds.secure_stage(algorithm)
+    if secure is not None:
+        return secure_rounds.run_secure_round(
+            algorithm,
+            state,
+            executor,
+            stage=secure,
+            population=population,
+            sampler=sampler,
+            seed=seed,
+            min_cohort=min_cohort,
+        )
     started = time.perf_counter()
     round_ = state.round
     positions = sampler.sample(len(population), np.random.default_rng([seed, round_, 0]))

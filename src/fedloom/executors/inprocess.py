@@ -12,7 +12,10 @@ from fedloom.algorithms import ClientProgram
 from fedloom.core.messages import ClientState
 from fedloom.data import ClientData
 from fedloom.data.population import client_lookup
+from fedloom.engine.secure_rounds import SecureTaskKind
 from fedloom.engine.tasks import EvaluateTask, Evaluation, Failure, Reply, Task, TrainTask
+from fedloom.executors.secure import SecureClients
+from fedloom.secagg.messages import SecureReply
 
 
 class InProcessExecutor:
@@ -31,9 +34,14 @@ class InProcessExecutor:
         self.client = client_lookup(clients)
         self.catch = catch
         self.states: dict[int, ClientState] = {}
+        self.secure = SecureClients()
 
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         return [self._one(task) for task in tasks]
+
+    def run_secure(self, tasks: Sequence[SecureTaskKind]) -> list[SecureReply | Failure]:
+        """The secure aggregation rounds' tasks (see :mod:`fedloom.engine.secure_rounds`)."""
+        return self.secure.run(tasks, self.run)
 
     def _one(self, task: Task) -> Reply:
         data = self.client(task.client)

@@ -38,6 +38,7 @@ from fedloom.algorithms import ClientProgram
 from fedloom.core.messages import ClientResult, ClientState
 from fedloom.data import ClientData
 from fedloom.data.population import LazyClients
+from fedloom.engine.secure_rounds import SecureTaskKind
 from fedloom.engine.tasks import Failure, Reply, Task, TrainTask
 from fedloom.executors._pool_memory import (
     Packer,
@@ -59,6 +60,8 @@ from fedloom.executors._pool_messages import (
 )
 from fedloom.executors._pool_processes import Resources, WorkerProcess, shut_down
 from fedloom.executors._workers import partition, waves
+from fedloom.executors.secure import SecureClients
+from fedloom.secagg.messages import SecureReply
 
 
 class PoolExecutor:
@@ -132,6 +135,7 @@ class PoolExecutor:
         self.task_timeout = None if task_timeout is None else float(task_timeout)
         self.start_method = start_method
         self.states: dict[int, ClientState] = {}
+        self.secure = SecureClients()
         count = min(workers or os.cpu_count() or 1, len(by_id))
         self.assignment: dict[int, int] = partition(list(by_id.values()), count)
         """Which worker holds each client."""
@@ -177,6 +181,12 @@ class PoolExecutor:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"workers={self.workers}"
         return f"PoolExecutor({state}, clients={len(self.assignment)})"
+
+    def run_secure(self, tasks: Sequence[SecureTaskKind]) -> list[SecureReply | Failure]:
+        """The secure aggregation rounds' tasks: round 0's training on the workers as in
+        :meth:`run`; the protocol's client sessions in this (the driver) process, where the
+        trained updates arrive. They never reach the engine, which sees only protocol replies."""
+        return self.secure.run(tasks, self.run)
 
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         """One reply per task, in order; tasks run concurrently across workers.

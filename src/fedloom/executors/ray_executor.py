@@ -58,9 +58,12 @@ from fedloom.algorithms import ClientProgram
 from fedloom.core.messages import ClientResult, ClientState
 from fedloom.data import ClientData
 from fedloom.data.population import LazyClients
+from fedloom.engine.secure_rounds import SecureTaskKind
 from fedloom.engine.tasks import Failure, Reply, Task, TrainTask
 from fedloom.executors._ray_actor import ShardWorker
 from fedloom.executors._workers import partition
+from fedloom.executors.secure import SecureClients
+from fedloom.secagg.messages import SecureReply
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +159,7 @@ class RayExecutor:
         self.program = program
         self.num_cpus_per_actor = float(num_cpus_per_actor)
         self.states: dict[int, ClientState] = {}
+        self.secure = SecureClients()
         self._resources = _Resources()
         self._finalizer = weakref.finalize(self, _shut_down, self._resources)
         try:
@@ -211,6 +215,12 @@ class RayExecutor:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"actors={self.actors}"
         return f"RayExecutor({state}, clients={len(self.assignment)})"
+
+    def run_secure(self, tasks: Sequence[SecureTaskKind]) -> list[SecureReply | Failure]:
+        """The secure aggregation rounds' tasks: round 0's training on the actors as in
+        :meth:`run`; the protocol's client sessions in this (the driver) process, where the
+        trained updates arrive. They never reach the engine, which sees only protocol replies."""
+        return self.secure.run(tasks, self.run)
 
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         """One reply per task, in order; tasks run concurrently across actors.

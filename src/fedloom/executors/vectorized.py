@@ -32,6 +32,7 @@ from fedloom.core.layout import Vector
 from fedloom.core.messages import ClientState
 from fedloom.data import ClientData
 from fedloom.data.population import LazyClients
+from fedloom.engine.secure_rounds import SecureTaskKind
 from fedloom.engine.tasks import Failure, Reply, Task, TrainTask
 from fedloom.executors._batched import (
     BatchedModel,
@@ -41,6 +42,7 @@ from fedloom.executors._batched import (
 )
 from fedloom.executors._workers import waves
 from fedloom.executors.inprocess import InProcessExecutor
+from fedloom.secagg.messages import SecureReply
 from fedloom.torch.model import TorchModel
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,11 @@ class VectorizedExecutor:
     @states.setter
     def states(self, value: dict[int, ClientState]) -> None:
         self._inprocess.states = value
+
+    def run_secure(self, tasks: Sequence[SecureTaskKind]) -> list[SecureReply | Failure]:
+        """The secure aggregation rounds' tasks: round 0's training batched as in :meth:`run`,
+        the protocol itself by the in-process executor's client sessions (the same code)."""
+        return self._inprocess.secure.run(tasks, self.run)
 
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         """One reply per task, in order: training tasks batched, evaluations in process."""

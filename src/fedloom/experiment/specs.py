@@ -22,6 +22,7 @@ from fedloom.experiment import checks
 from fedloom.experiment.checks import Options
 from fedloom.experiment.errors import ExperimentError, KeyPath
 from fedloom.linear import SoftmaxRegression
+from fedloom.secagg import secure_sum
 from fedloom.stages import Stage, clip_by_norm
 
 MODEL_KINDS = ("mlp", "softmax", "linear", "factory")
@@ -34,7 +35,7 @@ FACTORY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w
 _APPLIES_TO = {"hidden": ("mlp",), "factory": ("factory",), "loss": TORCH_KINDS}
 _REQUIRED = {"mlp": ("hidden",), "factory": ("factory",)}
 
-STAGES: dict[str, Callable[..., Stage]] = {"clip": clip_by_norm}
+STAGES: dict[str, Callable[..., Stage]] = {"clip": clip_by_norm, "secure_sum": secure_sum}
 """Update stages by the name ``stages[i].kind`` takes, in data order."""
 
 # Local SGD needs a model to exist; checking its options needs none in particular.
