@@ -21,7 +21,7 @@ from fedloom.stages import ClipByNorm
 from fedloom.testing import ContractError, check_executor, check_reducer, check_stage
 
 REDUCERS = {"weighted_mean": fl.reducers.weighted_mean(), "mean": fl.reducers.mean()}
-STAGES = {"clip": fl.clip_by_norm(0.5)}
+STAGES = {"clip": fl.clip_by_norm(0.5), "secure_sum": fl.secure_sum(clip=1.0)}
 
 
 @pytest.mark.parametrize("name", sorted(REDUCERS))
