@@ -17,6 +17,7 @@ from fedloom.experiment import checks
 from fedloom.experiment.data_spec import DataSpec
 from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError
+from fedloom.experiment.reducer_spec import min_cohort
 from fedloom.experiment.specs import (
     PLACEHOLDER_MODEL,
     TORCH_KINDS,
@@ -147,6 +148,15 @@ class Experiment:
             raise ExperimentError(
                 ("run", "min_cohort"),
                 f"must be at most data.clients = {clients}, got {self.run.min_cohort}",
+            )
+        spec = self.algorithm
+        needed = min_cohort(spec.reducer, spec.attackers, spec.reducer_options)
+        if needed > 1 and (self.run.min_cohort < needed or needed > clients):
+            raise ExperimentError(
+                ("run", "min_cohort"),
+                f"reducer {spec.reducer} with attackers={spec.attackers} needs at least "
+                f"{needed} updates a round: set min_cohort >= {needed} (and a cohort and "
+                f"data.clients at least that large), got min_cohort = {self.run.min_cohort}",
             )
 
     @classmethod
