@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fedloom.auditing import AuditingExecutor, RunAuditor, run_facts
 from fedloom.engine import History, RoundRecord, ServerState, train
 from fedloom.executors import closing_executor, make_executor
 from fedloom.experiment import Experiment, build
@@ -63,6 +64,7 @@ def run_experiment(
             executor, built.algorithm.client, built.data.clients, seed=built.schedule.seed
         )
         executor = devices
+    audited = AuditingExecutor(executor)
     config = experiment.to_toml()
     state: ServerState | None = None
     if resume is None:
@@ -70,6 +72,8 @@ def run_experiment(
             name=experiment.name, config=config, seed=built.schedule.seed,
             code_version=code_version(),
         )  # fmt: skip
+        auditor = RunAuditor(store.audit(run_id))
+        auditor.started(**run_facts(experiment, config))
     else:
         info = store.run(resume)
         run_id = info.id
@@ -78,7 +82,10 @@ def run_experiment(
                 f"run {run_id} was started from a different experiment; resume it with the "
                 "configuration it was recorded with (`fedloom show RUN --config`)"
             )
+        auditor = RunAuditor(store.audit(run_id))
+        auditor.check(rounds=[r.round for r in store.rounds(run_id)], finished=False)
         store.reopen(run_id)
+        auditor.decision("note", {"resumed": True})
         checkpoint = store.latest_checkpoint(run_id)
         if checkpoint is not None:
             state = checkpoint.state
@@ -98,6 +105,9 @@ def run_experiment(
         checkpoint = None
         if server_state.round % every == 0 or last:
             checkpoint = Checkpoint(server_state, dict(executor.states))
+        # The audit entry first: a crash between the two leaves an entry for a round the store
+        # lost (re-run on resume), never a stored round the trail does not vouch for.
+        auditor.round(round_record, server_state, audited)
         store.record_round(run_id, round_record, checkpoint=checkpoint)
         if on_round is not None:
             on_round(round_record, server_state)
@@ -106,7 +116,7 @@ def run_experiment(
     try:
         with closing_executor(base):
             history = train(
-                built.algorithm, executor, built.schedule,
+                built.algorithm, audited, built.schedule,
                 population=range(len(built.data.clients)),
                 evaluate=held_out_evaluation(built.algorithm.work.model, built.data),
                 state=state,
@@ -114,6 +124,8 @@ def run_experiment(
             )  # fmt: skip
     except BaseException:
         store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
+        auditor.finished("interrupted", "interrupted before the last round")
         raise
     store.finish(run_id, status="completed", stopped=history.stopped)
+    auditor.finished("completed", history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)

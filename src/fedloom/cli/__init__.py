@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from fedloom.cli.audit import audit
 from fedloom.cli.progress import Mode, RoundProgress
 from fedloom.core.errors import MissingExtra
 from fedloom.engine import RoundRecord, ServerState
@@ -215,6 +216,9 @@ def report(run_ids: tuple[str, ...], runs_dir: Path, out: Path | None) -> None:
     directory = out if out is not None else runs_dir / "reports" / series[0].info.id
     for path in write_report(series, directory):
         click.echo(f"wrote {path}")
+
+
+cli.add_command(audit)
 
 
 def _fan_out(observers: Sequence[RoundObserver]) -> RoundObserver:

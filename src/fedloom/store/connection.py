@@ -30,6 +30,12 @@ _PRAGMAS = (
     "PRAGMA synchronous = NORMAL",
 )
 _LIST_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"
+_AUDIT_APPEND_ONLY = tuple(
+    f"""CREATE TRIGGER IF NOT EXISTS audit_no_{action.lower()} BEFORE {action} ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END"""
+    for action in ("UPDATE", "DELETE")
+)
+"""SQLite's guard on the audit table; the hash chain is what detects tampering past it."""
 
 
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
@@ -129,11 +135,13 @@ def _check_readable(path: Path, *, create: bool) -> None:
 
 
 def _ensure_schema(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
-    if _read_version(conn, path, create=create) is not None:
-        return
-    for statement in schema.ddl():
-        conn.execute(statement)
-    conn.execute(schema.SET_VERSION, (str(schema.SCHEMA_VERSION),))
+    if _read_version(conn, path, create=create) is None:
+        for statement in schema.ddl():
+            conn.execute(statement)
+        conn.execute(schema.SET_VERSION, (str(schema.SCHEMA_VERSION),))
+    conn.execute(schema.AUDIT_TABLE)  # stores made before the audit trail get it here
+    for trigger in _AUDIT_APPEND_ONLY:
+        conn.execute(trigger)
 
 
 def _read_version(conn: sqlite3.Connection, path: Path, *, create: bool) -> int | None:

@@ -11,6 +11,11 @@ Schema version 1::
                  status TEXT ('accepted' | 'rejected'), reason TEXT,
                  PRIMARY KEY (run_id, round, client), (run_id, round) → rounds)
     checkpoints(run_id PRIMARY KEY → runs.id, round INTEGER, data BLOB, created)
+    audit(run_id → runs.id, seq INTEGER, kind TEXT, payload TEXT (canonical JSON), created,
+          prev_hash TEXT, hash TEXT, PRIMARY KEY (run_id, seq))   -- see fedloom.store.audit
+
+The ``audit`` table was added without a version change: it is created, when missing, on every
+read-write open (older fedloom ignores it), and made append-only by SQLite triggers.
 
 Times are ISO 8601 text in UTC. ``participants.position`` is the client's place in the round's
 cohort, so a cohort comes back in the order it was sampled. ``rounds.metrics`` is a JSON object
@@ -28,6 +33,17 @@ from __future__ import annotations
 
 SCHEMA_VERSION = 1
 """The newest schema this fedloom writes and reads; older ones would be migrated on open."""
+
+AUDIT_TABLE = """CREATE TABLE IF NOT EXISTS audit (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    )"""
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS meta (
@@ -73,6 +89,7 @@ _TABLES = (
         data BLOB NOT NULL,
         created TEXT NOT NULL
     )""",
+    AUDIT_TABLE,
 )
 
 
