@@ -22,17 +22,13 @@ from fedloom.core.messages import ClientResult, ClientState
 from fedloom.engine import Executor, RoundRecord, ServerState
 from fedloom.engine.tasks import Reply, Task, TrainTask
 from fedloom.experiment import Experiment
+from fedloom.policy import simulated_identity
 from fedloom.store import AuditTrail, StoreError, code_version
 from fedloom.store.audit import digest
 
 Identity = Callable[[int], str]
 PRIVACY_METRICS = ("dp.epsilon", "dp.delta")
 """Round metrics copied into the trail as privacy spent, when a stage reports them."""
-
-
-def simulated_identity(client: int) -> str:
-    """A simulated client's identity: ``"client-<id>"``."""
-    return f"client-{client}"
 
 
 def run_facts(experiment: Experiment, config: str) -> dict[str, Any]:

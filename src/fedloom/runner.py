@@ -25,6 +25,7 @@ from fedloom.auditing import AuditingExecutor, RunAuditor, run_facts
 from fedloom.engine import History, RoundRecord, ServerState, train
 from fedloom.executors import closing_executor, make_executor
 from fedloom.experiment import Experiment, build
+from fedloom.experiment.policy_spec import admission
 from fedloom.simulation import held_out_evaluation
 from fedloom.store import Checkpoint, RunStore, StoreError, code_version
 
@@ -56,6 +57,10 @@ def run_experiment(
     experiment it started as.
     """
     built = build(experiment)
+    admitted = None
+    if experiment.policy is not None or experiment.sites:
+        admitted = admission(experiment)  # raises before anything is written if too few remain
+    population = range(len(built.data.clients)) if admitted is None else admitted.population
     executor = make_executor(experiment.run.executor, built.algorithm.client, built.data.clients)
     base = executor
     devices = None
@@ -74,6 +79,8 @@ def run_experiment(
         )  # fmt: skip
         auditor = RunAuditor(store.audit(run_id))
         auditor.started(**run_facts(experiment, config))
+        for kind, payload in () if admitted is None else admitted.decisions:
+            auditor.decision(kind, payload)
     else:
         info = store.run(resume)
         run_id = info.id
@@ -117,7 +124,7 @@ def run_experiment(
         with closing_executor(base):
             history = train(
                 built.algorithm, audited, built.schedule,
-                population=range(len(built.data.clients)),
+                population=population,
                 evaluate=held_out_evaluation(built.algorithm.work.model, built.data),
                 state=state,
                 on_round=record,

@@ -17,6 +17,7 @@ from fedloom.experiment import checks
 from fedloom.experiment.data_spec import DataSpec
 from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError
+from fedloom.experiment.policy_spec import check_policies
 from fedloom.experiment.reducer_spec import min_cohort
 from fedloom.experiment.specs import (
     PLACEHOLDER_MODEL,
@@ -27,6 +28,7 @@ from fedloom.experiment.specs import (
     StageSpec,
     TrainSpec,
 )
+from fedloom.policy import FederationPolicy, SitePolicy
 
 NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -56,6 +58,8 @@ class Experiment:
     stages: tuple[StageSpec, ...] = ()
     description: str = ""
     devices: DevicesSpec | None = None
+    policy: FederationPolicy | None = None
+    sites: tuple[SitePolicy, ...] = ()
     origin: Origin | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -89,6 +93,8 @@ class Experiment:
         self._check_model_fits_task()
         self._check_cohort()
         self.algorithm.build(self.train.work(PLACEHOLDER_MODEL), self.stages)
+        object.__setattr__(self, "sites", tuple(self.sites))
+        check_policies(self)
 
     def _check_model_fits_task(self) -> None:
         data, model = self.data, self.model
