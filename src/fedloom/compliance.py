@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from fedloom.experiment.policy_spec import SECURE_AGGREGATION_STAGES
 from fedloom.store import AuditEntry, RunInfo, RunStore, Verification
 
-SECURE_AGGREGATION_STAGES = ("secagg", "secure_aggregation", "secure_sum")
 COMPRESSION_STAGES = ("topk", "quantize", "compress", "sketch")
 MODEL_ROWS = 30
 """Provenance rows shown before the table is cut (the trail keeps them all)."""
