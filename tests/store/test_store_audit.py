@@ -149,15 +149,19 @@ def test_append_refuses_what_json_cannot_hold_and_writes_nothing(tmp_path: Path)
             store.audit("nope")
 
 
-def test_an_old_store_gets_the_audit_table_when_opened(tmp_path: Path) -> None:
+def test_the_audit_table_is_made_by_the_first_entry(tmp_path: Path) -> None:
     path, run = new_run(tmp_path, entries=0)
-    conn = sqlite3.connect(path)
-    conn.execute("DROP TABLE audit")
-    conn.commit()
-    conn.close()
+    tables = "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger') ORDER BY name"
+    with sqlite3.connect(path) as conn:
+        assert "audit" not in {r[0] for r in conn.execute(tables)}
     with RunStore.open(path, create=False) as store:
+        assert store.audit(run).entries() == []
+        assert store.audit(run).verify().ok
         store.audit(run).append("note", {"hello": 1})
         assert store.audit(run).verify().ok
+    with sqlite3.connect(path) as conn:
+        made = {r[0] for r in conn.execute(tables)}
+    assert {"audit", "audit_no_update", "audit_no_delete"} <= made
 
 
 def test_hash_depends_on_every_field() -> None:

@@ -23,7 +23,7 @@ def test_open_creates_folders_schema_and_version(tmp_path: Path) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         journal = conn.execute("PRAGMA journal_mode").fetchone()
-    assert tables == {"meta", "runs", "rounds", "participants", "checkpoints", "audit"}
+    assert tables == {"meta", "runs", "rounds", "participants", "checkpoints"}
     assert version == (str(SCHEMA_VERSION),)
     assert journal == ("wal",)
 

@@ -38,8 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedloom.store.connection import transaction
+from fedloom.store.connection import ensure_audit_table, transaction
 from fedloom.store.errors import StoreError
+from fedloom.store.schema import HAS_AUDIT
 
 GENESIS = "0" * 64
 """The previous hash of a run's first entry."""
@@ -141,6 +142,7 @@ class AuditTrail:
         stored = json.loads(text)
         created = datetime.now(UTC).isoformat(timespec="microseconds")
         with transaction(self._conn, self._path) as conn:
+            ensure_audit_table(conn)
             row = conn.execute(LAST, (self.run_id,)).fetchone()
             seq, prev = (0, GENESIS) if row is None else (int(row[0]) + 1, str(row[1]))
             digest_ = entry_hash(prev, self.run_id, seq, kind, created, stored)
@@ -150,6 +152,8 @@ class AuditTrail:
     def entries(self) -> list[AuditEntry]:
         """Every entry in order of ``seq`` (as stored; :meth:`verify` says if they hold)."""
         try:
+            if self._conn.execute(HAS_AUDIT).fetchone() is None:
+                return []  # no run in this store has appended an entry yet
             rows = self._conn.execute(SELECT, (self.run_id,)).fetchall()
         except sqlite3.Error as error:
             raise StoreError(f"cannot read the audit trail in {self._path}: {error}") from None

@@ -30,7 +30,7 @@ _PRAGMAS = (
     "PRAGMA synchronous = NORMAL",
 )
 _LIST_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"
-_AUDIT_APPEND_ONLY = tuple(
+AUDIT_GUARDS = tuple(
     f"""CREATE TRIGGER IF NOT EXISTS audit_no_{action.lower()} BEFORE {action} ON audit
     BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END"""
     for action in ("UPDATE", "DELETE")
@@ -135,13 +135,18 @@ def _check_readable(path: Path, *, create: bool) -> None:
 
 
 def _ensure_schema(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
-    if _read_version(conn, path, create=create) is None:
-        for statement in schema.ddl():
-            conn.execute(statement)
-        conn.execute(schema.SET_VERSION, (str(schema.SCHEMA_VERSION),))
-    conn.execute(schema.AUDIT_TABLE)  # stores made before the audit trail get it here
-    for trigger in _AUDIT_APPEND_ONLY:
-        conn.execute(trigger)
+    if _read_version(conn, path, create=create) is not None:
+        return
+    for statement in schema.ddl():
+        conn.execute(statement)
+    conn.execute(schema.SET_VERSION, (str(schema.SCHEMA_VERSION),))
+
+
+def ensure_audit_table(conn: sqlite3.Connection) -> None:
+    """Make the audit table and its append-only guards if missing (inside a transaction)."""
+    conn.execute(schema.AUDIT_TABLE)
+    for guard in AUDIT_GUARDS:
+        conn.execute(guard)
 
 
 def _read_version(conn: sqlite3.Connection, path: Path, *, create: bool) -> int | None:

@@ -14,8 +14,10 @@ Schema version 1::
     audit(run_id → runs.id, seq INTEGER, kind TEXT, payload TEXT (canonical JSON), created,
           prev_hash TEXT, hash TEXT, PRIMARY KEY (run_id, seq))   -- see fedloom.store.audit
 
-The ``audit`` table was added without a version change: it is created, when missing, on every
-read-write open (older fedloom ignores it), and made append-only by SQLite triggers.
+The ``audit`` table was added without a version change: it is made when a run first appends an
+audit entry (``CREATE TABLE IF NOT EXISTS``), so a store that never held one stays exactly as
+schema version 1 describes, and older fedloom ignores it. SQLite triggers made with it refuse
+updates and deletes (:data:`fedloom.store.connection.AUDIT_GUARDS`).
 
 Times are ISO 8601 text in UTC. ``participants.position`` is the client's place in the round's
 cohort, so a cohort comes back in the order it was sampled. ``rounds.metrics`` is a JSON object
@@ -44,6 +46,8 @@ AUDIT_TABLE = """CREATE TABLE IF NOT EXISTS audit (
         hash TEXT NOT NULL,
         PRIMARY KEY (run_id, seq)
     )"""
+
+HAS_AUDIT = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'audit'"
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS meta (
@@ -89,7 +93,6 @@ _TABLES = (
         data BLOB NOT NULL,
         created TEXT NOT NULL
     )""",
-    AUDIT_TABLE,
 )
 
 
