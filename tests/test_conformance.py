@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pytest
 
 import fedloom as fl
+from fedloom import robust
 from fedloom.algorithms import ClientProgram
 from fedloom.data import ClientData
 from fedloom.engine.tasks import Executor, Failure, Reply, Task
@@ -20,7 +21,20 @@ from fedloom.reducers import WeightedMean
 from fedloom.stages import ClipByNorm
 from fedloom.testing import ContractError, check_executor, check_reducer, check_stage
 
-REDUCERS = {"weighted_mean": fl.reducers.weighted_mean(), "mean": fl.reducers.mean()}
+REDUCERS = {
+    "weighted_mean": fl.reducers.weighted_mean(),
+    "mean": fl.reducers.mean(),
+    "median": robust.median(attackers=2),
+    "trimmed_mean": robust.trimmed_mean(attackers=2),
+    "krum": robust.krum(attackers=2),
+    "multi_krum": robust.multi_krum(attackers=2),
+    "bulyan": robust.bulyan(attackers=1),
+    "geometric_median": robust.geometric_median(),
+    # Clipping reducers shrink an over-large update on purpose: checked with a bound above the
+    # random cohort's norms, where the common update must come back whole.
+    "centered_clipping": robust.centered_clipping(radius=100.0, attackers=2),
+    "norm_bounded_mean": robust.norm_bounded_mean(bound=100.0),
+}
 STAGES = {"clip": fl.clip_by_norm(0.5), "secure_sum": fl.secure_sum(clip=1.0)}
 
 

@@ -5,7 +5,7 @@ A user picks four things independently: data (``fedloom.data``), client work
 ``fedprox``, ``scaffold``…) and where it runs (``simulate`` here; more executors later).
 """
 
-from fedloom import data, engine, optimizers, reducers, stages
+from fedloom import data, engine, optimizers, reducers, robust, stages
 from fedloom.algorithms import (
     ALGORITHMS,
     Algorithm,
@@ -77,6 +77,7 @@ __all__ = [
     "optimizers",
     "poisson",
     "reducers",
+    "robust",
     "scaffold",
     "secure_sum",
     "simulate",

@@ -8,7 +8,7 @@ are non-linear and are refused there at build time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,37 @@ class Reducer(Protocol):
     def __call__(
         self, updates: npt.NDArray[np.float32], weights: npt.NDArray[np.float64]
     ) -> Vector: ...
+
+
+@runtime_checkable
+class StatefulReducer(Reducer, Protocol):
+    """A reducer that carries explicit state from one round to the next (centered clipping's
+    previous aggregate).
+
+    ``init(size)`` gives the state before the first round; ``reduce(state, updates, weights)``
+    returns the aggregate and the next state. The state is one ``float32`` vector, so the engine
+    keeps it in its server state and checkpoints it like any other vector.
+    """
+
+    def init(self, size: int) -> Vector: ...
+
+    def reduce(
+        self, state: Vector, updates: npt.NDArray[np.float32], weights: npt.NDArray[np.float64]
+    ) -> tuple[Vector, Vector]: ...
+
+
+def reduce_with_state(
+    reducer: Reducer,
+    state: Vector | None,
+    updates: npt.NDArray[np.float32],
+    weights: npt.NDArray[np.float64],
+) -> tuple[Vector, Vector | None]:
+    """Reduce a cohort; a :class:`StatefulReducer` reads ``state`` (``init`` when ``None``) and
+    returns its next one, any other reducer returns ``None`` as its state."""
+    if isinstance(reducer, StatefulReducer):
+        current = reducer.init(updates.shape[1]) if state is None else state
+        return reducer.reduce(current, updates, weights)
+    return reducer(updates, weights), None
 
 
 def check_cohort(updates: npt.NDArray[np.float32], weights: npt.NDArray[np.float64]) -> None:

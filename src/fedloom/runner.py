@@ -22,9 +22,10 @@ checkpoints that round and marks the run ``interrupted``, to be resumed like any
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from fedloom.auditing import RunAuditor, auditing, run_facts
 from fedloom.client import LocalSGD
 from fedloom.engine import History, RoundRecord, ServerState, train
 from fedloom.engine.buffered import train_buffered
@@ -33,6 +34,8 @@ from fedloom.executors.devices import fleet_clock
 from fedloom.experiment import Experiment, build
 from fedloom.experiment.build import Built
 from fedloom.experiment.devices_spec import DevicesSpec
+from fedloom.experiment.policy_spec import admission
+from fedloom.policy import Admission
 from fedloom.simulation import held_out_evaluation
 from fedloom.store import Checkpoint, RunStore, StopRequest, StoreError, code_version
 from fedloom.store.control import now_iso
@@ -74,8 +77,14 @@ def run_experiment(
     """
     since = now_iso()  # stop requests made before this belonged to an earlier attempt
     built = build(experiment)
+    admitted = None
+    if experiment.policy is not None or experiment.sites:
+        admitted = admission(experiment)  # raises before anything is written if too few remain
+    population = range(len(built.data.clients)) if admitted is None else admitted.population
     if experiment.run.buffered is not None:
-        return _run_buffered(experiment, built, store, resume=resume, on_round=on_round)
+        return _run_buffered(
+            experiment, built, store, population, admitted, resume=resume, on_round=on_round
+        )
     executor = make_executor(experiment.run.executor, built.algorithm.client, built.data.clients)
     base = executor
     devices = None
@@ -84,6 +93,7 @@ def run_experiment(
             executor, built.algorithm.client, built.data.clients, seed=built.schedule.seed
         )
         executor = devices
+    audited = auditing(executor)
     config = experiment.to_toml()
     state: ServerState | None = None
     if resume is None:
@@ -91,6 +101,7 @@ def run_experiment(
             name=experiment.name, config=config, seed=built.schedule.seed,
             code_version=code_version(),
         )  # fmt: skip
+        auditor = _start_audit(store, run_id, experiment, config, admitted)
     else:
         info = store.run(resume)
         run_id = info.id
@@ -99,7 +110,10 @@ def run_experiment(
                 f"run {run_id} was started from a different experiment; resume it with the "
                 "configuration it was recorded with (`fedloom show RUN --config`)"
             )
+        auditor = RunAuditor(store.audit(run_id))
+        auditor.check(rounds=[r.round for r in store.rounds(run_id)], finished=False)
         store.reopen(run_id)
+        auditor.decision("note", {"resumed": True})
         checkpoint = store.latest_checkpoint(run_id)
         if checkpoint is not None:
             state = checkpoint.state
@@ -121,6 +135,9 @@ def run_experiment(
         checkpoint = None
         if server_state.round % every == 0 or last or request is not None:
             checkpoint = Checkpoint(server_state, dict(executor.states))
+        # The audit entry first: a crash between the two leaves an entry for a round the store
+        # lost (re-run on resume), never a stored round the trail does not vouch for.
+        auditor.round(round_record, server_state, audited)
         store.record_round(run_id, round_record, checkpoint=checkpoint)
         if on_round is not None:
             on_round(round_record, server_state)
@@ -132,18 +149,20 @@ def run_experiment(
     try:
         with closing_executor(base):
             history = train(
-                built.algorithm, executor, built.schedule,
-                population=range(len(built.data.clients)),
+                built.algorithm, audited, built.schedule,
+                population=population,
                 evaluate=held_out_evaluation(built.algorithm.work.model, built.data),
                 state=state,
                 on_round=record,
             )  # fmt: skip
     except _StopRequested as stop:
-        return _stopped(store, run_id, stop, built, records, started)
+        return _stopped(store, auditor, run_id, stop, built, records, started)
     except BaseException:
         store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
+        auditor.finished("interrupted", "interrupted before the last round")
         raise
     store.finish(run_id, status="completed", stopped=history.stopped)
+    auditor.finished("completed", history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)
 
 
@@ -151,12 +170,14 @@ def _run_buffered(
     experiment: Experiment,
     built: Built,
     store: RunStore,
+    population: Sequence[int],
+    admitted: Admission | None,
     *,
     resume: str | None,
     on_round: RoundObserver | None,
 ) -> Outcome:
     """A ``[run.buffered]`` run: FedBuff on the virtual clock of the run's devices (every device
-    alike without a ``[devices]`` table), one stored record per server step."""
+    alike without a ``[devices]`` table), one stored record and audit entry per server step."""
     if resume is not None:
         raise StoreError(
             "a buffered (FedBuff) run cannot be resumed: the clients in flight and the buffer "
@@ -169,10 +190,12 @@ def _run_buffered(
     if not isinstance(work, LocalSGD):
         raise StoreError("buffered training times fedloom's LocalSGD client work only")
     executor = make_executor(experiment.run.executor, built.algorithm.client, clients)
+    config = experiment.to_toml()
     run_id = store.create_run(
-        name=experiment.name, config=experiment.to_toml(), seed=built.schedule.seed,
+        name=experiment.name, config=config, seed=built.schedule.seed,
         code_version=code_version(),
     )  # fmt: skip
+    auditor = _start_audit(store, run_id, experiment, config, admitted)
     plan = experiment.run.buffered_plan()
     since = now_iso()
     records: list[RoundRecord] = []
@@ -183,6 +206,7 @@ def _run_buffered(
         checkpoint = None
         if last or request is not None:
             checkpoint = Checkpoint(server_state, dict(executor.states))
+        auditor.round(round_record, server_state, None)
         store.record_round(run_id, round_record, checkpoint=checkpoint)
         if on_round is not None:
             on_round(round_record, server_state)
@@ -195,22 +219,40 @@ def _run_buffered(
         with closing_executor(executor):
             history = train_buffered(
                 built.algorithm, executor, plan,
-                population=range(len(clients)),
+                population=population,
                 clock=fleet_clock(fleet, work, clients),
                 evaluate=held_out_evaluation(work.model, built.data),
                 on_round=record,
             )  # fmt: skip
     except _StopRequested as stop:
-        return _stopped(store, run_id, stop, built, records, started)
+        return _stopped(store, auditor, run_id, stop, built, records, started)
     except BaseException:
         store.finish(run_id, status="interrupted", stopped="interrupted before the last step")
+        auditor.finished("interrupted", "interrupted before the last step")
         raise
     store.finish(run_id, status="completed", stopped=history.stopped)
+    auditor.finished("completed", history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)
+
+
+def _start_audit(
+    store: RunStore,
+    run_id: str,
+    experiment: Experiment,
+    config: str,
+    admitted: Admission | None,
+) -> RunAuditor:
+    """The new run's auditor, its trail opened with the run's facts and policy decisions."""
+    auditor = RunAuditor(store.audit(run_id))
+    auditor.started(**run_facts(experiment, config))
+    for kind, payload in () if admitted is None else admitted.decisions:
+        auditor.decision(kind, payload)
+    return auditor
 
 
 def _stopped(
     store: RunStore,
+    auditor: RunAuditor,
     run_id: str,
     stop: _StopRequested,
     built: Built,
@@ -221,6 +263,7 @@ def _stopped(
     request = stop.request
     stopped = f"stopped on request ({request.origin}, {request.requested})"
     store.finish(run_id, status="interrupted", stopped=stopped)
+    auditor.finished("interrupted", stopped)
     layout = built.algorithm.work.model.layout
     history = History(tuple(records), stop.state.params, layout, stopped)
     return Outcome(run_id, history, time.perf_counter() - started)

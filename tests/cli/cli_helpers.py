@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fedloom as fedloom_package
+
 EXPERIMENT = """
 name = "{name}"
 
@@ -49,9 +51,19 @@ def experiment_text(
     )  # fmt: skip
 
 
+def command_env(cwd: Path) -> dict[str, str]:
+    """The environment of a ``fedloom`` subprocess run in ``cwd``: its run store under ``cwd``,
+    and the fedloom these tests import (a relative ``PYTHONPATH=src`` would not survive the
+    change of directory and would import another checkout's fedloom)."""
+    env = {**os.environ, "FEDLOOM_RUNS": str(cwd / "runs"), "OMP_NUM_THREADS": "1"}
+    source = str(Path(fedloom_package.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([source, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
 def fedloom(*args: str | Path, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the real ``fedloom`` command in a subprocess."""
-    env = {**os.environ, "FEDLOOM_RUNS": str(cwd / "runs"), "OMP_NUM_THREADS": "1"}
+    env = command_env(cwd)
     result = subprocess.run(
         [sys.executable, "-m", "fedloom", *map(str, args)],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=300,

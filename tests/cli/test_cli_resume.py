@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from cli_helpers import experiment_text, fedloom
+from cli_helpers import command_env, experiment_text, fedloom
 
 from fedloom.store import RunStore
 
@@ -27,7 +26,7 @@ def test_killed_run_resumes_to_bit_identical_parameters(tmp_path: Path) -> None:
     text = experiment_text(name="killed", algorithm="scaffold", rounds=rounds, epochs=8,
                            checkpoint_every=2)  # fmt: skip
     (tmp_path / "exp.toml").write_text(text)
-    env = {**os.environ, "FEDLOOM_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    env = command_env(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "fedloom", "run", "exp.toml", "--json"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from fedloom.cli.audit import audit
 from fedloom.cli.dashboard import dashboard
 from fedloom.cli.progress import Mode, RoundProgress
 from fedloom.core.errors import MissingExtra
@@ -224,6 +225,7 @@ def report(run_ids: tuple[str, ...], runs_dir: Path, out: Path | None) -> None:
 
 
 cli.add_command(dashboard)
+cli.add_command(audit)
 
 
 def _fan_out(observers: Sequence[RoundObserver]) -> RoundObserver:

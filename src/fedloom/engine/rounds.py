@@ -21,6 +21,7 @@ from fedloom.engine.history import Rejection, RoundRecord, weighted_average
 from fedloom.engine.sampling import Sampler
 from fedloom.engine.tasks import Executor, Failure, TrainTask
 from fedloom.optimizers import OptimizerState
+from fedloom.reducers import StatefulReducer, reduce_with_state
 from fedloom.stages import StageState
 
 
@@ -33,6 +34,8 @@ class ServerState:
     optimizer: OptimizerState
     extras: Mapping[str, Vector]
     stages: tuple[StageState, ...]
+    reducer: Vector | None = None
+    """A stateful reducer's state (centered clipping's previous aggregate); None otherwise."""
 
 
 def init_state(algorithm: Algorithm, params: Vector) -> ServerState:
@@ -46,6 +49,11 @@ def init_state(algorithm: Algorithm, params: Vector) -> ServerState:
         optimizer=algorithm.server_optimizer.init(params),
         extras=extras,
         stages=tuple(stage.init(layout) for stage in algorithm.stages),
+        reducer=(
+            algorithm.reducer.init(layout.size)
+            if isinstance(algorithm.reducer, StatefulReducer)
+            else None
+        ),
     )
 
 
@@ -164,7 +172,9 @@ def apply_results(
     metrics, the stages' own, and the aggregate's norm.
     """
     layout = algorithm.work.model.layout
-    aggregate = algorithm.reducer(np.stack([r.update for r in results]), weights)
+    aggregate, reducer_state = reduce_with_state(
+        algorithm.reducer, state.reducer, np.stack([r.update for r in results]), weights
+    )
     metrics = weighted_average([r.metrics for r in results], [r.num_examples for r in results])
     stage_states = list(state.stages)
     client_metrics = [r.metrics for r in results]
@@ -187,7 +197,9 @@ def apply_results(
     step, opt_state = algorithm.server_optimizer.update(aggregate, state.optimizer)
     new_params = apply_step(layout, state.params, step, aggregate)
     metrics["update_norm"] = float(np.linalg.norm(aggregate.astype(np.float64)))
-    next_state = ServerState(state.round + 1, new_params, opt_state, extras, tuple(stage_states))
+    next_state = ServerState(
+        state.round + 1, new_params, opt_state, extras, tuple(stage_states), reducer_state
+    )
     return next_state, metrics
 
 

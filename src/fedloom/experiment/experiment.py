@@ -17,6 +17,8 @@ from fedloom.experiment import checks
 from fedloom.experiment.data_spec import DataSpec
 from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError
+from fedloom.experiment.policy_spec import check_policies
+from fedloom.experiment.reducer_spec import min_cohort
 from fedloom.experiment.specs import (
     PLACEHOLDER_MODEL,
     TORCH_KINDS,
@@ -26,6 +28,7 @@ from fedloom.experiment.specs import (
     StageSpec,
     TrainSpec,
 )
+from fedloom.policy import FederationPolicy, SitePolicy
 
 NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -55,6 +58,8 @@ class Experiment:
     stages: tuple[StageSpec, ...] = ()
     description: str = ""
     devices: DevicesSpec | None = None
+    policy: FederationPolicy | None = None
+    sites: tuple[SitePolicy, ...] = ()
     origin: Origin | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -90,6 +95,8 @@ class Experiment:
         algorithm = self.algorithm.build(self.train.work(PLACEHOLDER_MODEL), self.stages)
         if self.run.buffered is not None:
             self._check_buffered(has_correction=algorithm.correction is not None)
+        object.__setattr__(self, "sites", tuple(self.sites))
+        check_policies(self)
 
     def _check_model_fits_task(self) -> None:
         data, model = self.data, self.model
@@ -149,6 +156,15 @@ class Experiment:
             raise ExperimentError(
                 ("run", "min_cohort"),
                 f"must be at most data.clients = {clients}, got {self.run.min_cohort}",
+            )
+        spec = self.algorithm
+        needed = min_cohort(spec.reducer, spec.attackers, spec.reducer_options)
+        if needed > 1 and (self.run.min_cohort < needed or needed > clients):
+            raise ExperimentError(
+                ("run", "min_cohort"),
+                f"reducer {spec.reducer} with attackers={spec.attackers} needs at least "
+                f"{needed} updates a round: set min_cohort >= {needed} (and a cohort and "
+                f"data.clients at least that large), got min_cohort = {self.run.min_cohort}",
             )
 
     def _check_buffered(self, *, has_correction: bool) -> None:

@@ -21,6 +21,7 @@ from fedloom.experiment import checks
 from fedloom.experiment.data_spec import DataSpec, PartitionSpec
 from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError, KeyPath, toml_syntax_error
+from fedloom.experiment.policy_spec import federation_policy, site_policy
 from fedloom.experiment.specs import (
     AlgorithmSpec,
     BufferedSpec,
@@ -30,12 +31,14 @@ from fedloom.experiment.specs import (
     TargetSpec,
     TrainSpec,
 )
+from fedloom.policy import FederationPolicy, SitePolicy
 
 if TYPE_CHECKING:
     from fedloom.experiment.experiment import Experiment
 
 TOP_LEVEL = (
     "name", "description", "data", "model", "train", "algorithm", "stages", "run", "devices",
+    "policy", "sites",
 )  # fmt: skip
 """The keys of a run file's top level, in the order they are written."""
 
@@ -68,6 +71,8 @@ def parse(text: str, *, source: str, base_dir: Path | None) -> Experiment:
             stages=tuple(_stage(table, index) for index, table in enumerate(stages)),
             run=_run(_table(document, ("run",))),
             devices=_devices(_table(document, ("devices",), optional=True), base_dir),
+            policy=_policy(_table(document, ("policy",), optional=True)),
+            sites=_sites(_required(document, (), "sites", default=[])),
             origin=Origin(source, text),
         )
     except ExperimentError as error:
@@ -152,6 +157,19 @@ def _devices(table: dict[str, Any] | None, base_dir: Path | None) -> DevicesSpec
     return DevicesSpec(**_fields(table, DevicesSpec)).resolved(base_dir)
 
 
+def _policy(table: dict[str, Any] | None) -> FederationPolicy | None:
+    return None if table is None else federation_policy(table)
+
+
+def _sites(tables: Any) -> tuple[SitePolicy, ...]:
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ExperimentError(
+            ("sites",),
+            f"must be an array of tables ([[sites]] sections), got {checks.kind_of(tables)}",
+        )
+    return tuple(site_policy(table, index) for index, table in enumerate(tables))
+
+
 def dump(experiment: Experiment) -> str:
     """The experiment as run-file text."""
     head: dict[str, Any] = {"name": experiment.name}
@@ -165,6 +183,10 @@ def dump(experiment: Experiment) -> str:
     sections.append(tomli_w.dumps({"run": _plain(experiment.run)}))
     if experiment.devices is not None:
         sections.append(tomli_w.dumps({"devices": _plain(experiment.devices)}))
+    if experiment.policy is not None:
+        sections.append(tomli_w.dumps({"policy": _plain(experiment.policy)}))
+    for site in experiment.sites:
+        sections.append("[[sites]]\n" + tomli_w.dumps(_plain(site)))
     return "\n".join(sections)
 
 

@@ -21,6 +21,7 @@ from fedloom.executors import EXECUTORS
 from fedloom.experiment import checks
 from fedloom.experiment.checks import Options
 from fedloom.experiment.errors import ExperimentError, KeyPath
+from fedloom.experiment.reducer_spec import build_reducer
 from fedloom.linear import SoftmaxRegression
 from fedloom.secagg import secure_sum
 from fedloom.stages import Stage, clip_by_norm
@@ -147,10 +148,17 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class AlgorithmSpec:
-    """``[algorithm]``: a recipe of :data:`fedloom.ALGORITHMS` and its keyword options."""
+    """``[algorithm]``: a recipe of :data:`fedloom.ALGORITHMS` and its keyword options.
+
+    ``reducer`` replaces the recipe's reducer with one of :data:`fedloom.robust.REDUCERS`,
+    with ``attackers`` and ``reducer_options`` (see :mod:`fedloom.experiment.reducer_spec`).
+    """
 
     name: str
     options: Options = field(default_factory=dict)
+    reducer: str | None = None
+    attackers: int | None = None
+    reducer_options: Options | None = None
 
     SECTION: ClassVar[KeyPath] = ("algorithm",)
 
@@ -158,9 +166,14 @@ class AlgorithmSpec:
         checks.choice((*self.SECTION, "name"), self.name, ALGORITHMS)
         recipe = ALGORITHMS[self.name]
         options = checks.options(
-            self.SECTION, self.options, recipe, provided=("work",), table_keys=("name",)
+            self.SECTION,
+            self.options,
+            recipe,
+            provided=("work",),
+            table_keys=("name", "reducer", "attackers", "reducer_options"),
         )
         object.__setattr__(self, "options", options)
+        build_reducer(self.reducer, self.attackers, self.reducer_options)
         self.build(TrainSpec(lr=0.1).work(PLACEHOLDER_MODEL))
 
     def build(self, work: LocalSGD, stages: tuple[StageSpec, ...] = ()) -> Algorithm:
@@ -171,7 +184,10 @@ class AlgorithmSpec:
             raise checks.blamed(
                 self.SECTION, self.options, error, fallback=(*self.SECTION, "name")
             ) from None
+        reducer = build_reducer(self.reducer, self.attackers, self.reducer_options)
         try:
+            if reducer is not None:
+                algorithm = algorithm.with_reducer(reducer)
             return algorithm.with_stages(*(stage.build() for stage in stages))
         except ValueError as error:
             raise ExperimentError(("stages",), str(error)) from None

@@ -12,6 +12,7 @@ kept portable so a server deployment can later point the same statements at Post
 
 from __future__ import annotations
 
+from fedloom.store.audit import AuditEntry, AuditProblem, AuditTrail, Verification
 from fedloom.store.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
 from fedloom.store.control import StopRequest
 from fedloom.store.errors import StoreError
@@ -22,11 +23,15 @@ from fedloom.store.version import code_version
 __all__ = [
     "FINAL_STATUSES",
     "SCHEMA_VERSION",
+    "AuditEntry",
+    "AuditProblem",
+    "AuditTrail",
     "Checkpoint",
     "RunInfo",
     "RunStore",
     "StopRequest",
     "StoreError",
+    "Verification",
     "code_version",
     "decode_checkpoint",
     "encode_checkpoint",

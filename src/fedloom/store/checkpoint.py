@@ -11,6 +11,7 @@ untrusted store can never run code when read. Its entries::
     extra/<name>        algorithm vectors (SCAFFOLD's server control variate)
     stage/<i>           stage ``i``'s state when it is a number or an array
     stage/<i>/<key>     one entry when it is a flat mapping of numbers and arrays
+    reducer             a stateful reducer's state vector, when it has one
     client/<id>/<name>  a client's kept vectors (SCAFFOLD's client control variate)
 
 Arrays keep their dtype and bytes, so a round trip is bit-exact and a resumed run continues
@@ -69,6 +70,8 @@ def encode_checkpoint(cp: Checkpoint) -> bytes:
         arrays["opt/v"] = np.asarray(state.optimizer.v)
     for name, vector in state.extras.items():
         arrays[f"extra/{name}"] = np.asarray(vector)
+    if state.reducer is not None:
+        arrays["reducer"] = np.asarray(state.reducer)
     stages = [_encode_stage(i, st, arrays) for i, st in enumerate(state.stages)]
     clients: list[list[Any]] = []
     for client, kept in cp.clients.items():
@@ -138,6 +141,7 @@ def _rebuild(arrays: Arrays) -> Checkpoint:
         optimizer=optimizer,
         extras={name: arrays[f"extra/{name}"] for name in manifest["extras"]},
         stages=tuple(_decode_stage(i, kind, arrays) for i, kind in enumerate(manifest["stages"])),
+        reducer=arrays.get("reducer"),
     )
     clients = {
         int(client): {name: arrays[f"client/{client}/{name}"] for name in names}

@@ -30,6 +30,12 @@ _PRAGMAS = (
     "PRAGMA synchronous = NORMAL",
 )
 _LIST_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"
+AUDIT_GUARDS = tuple(
+    f"""CREATE TRIGGER IF NOT EXISTS audit_no_{action.lower()} BEFORE {action} ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END"""
+    for action in ("UPDATE", "DELETE")
+)
+"""SQLite's guard on the audit table; the hash chain is what detects tampering past it."""
 
 
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
@@ -161,6 +167,13 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path, *, create: bool) -> Non
     for statement in schema.ddl():
         conn.execute(statement)
     conn.execute(schema.SET_VERSION, (str(schema.SCHEMA_VERSION),))
+
+
+def ensure_audit_table(conn: sqlite3.Connection) -> None:
+    """Make the audit table and its append-only guards if missing (inside a transaction)."""
+    conn.execute(schema.AUDIT_TABLE)
+    for guard in AUDIT_GUARDS:
+        conn.execute(guard)
 
 
 def _read_version(conn: sqlite3.Connection, path: Path, *, create: bool) -> int | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from fedloom.engine.history import Rejection, RoundRecord
 from fedloom.store import schema
+from fedloom.store.audit import AuditTrail
 from fedloom.store.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
 from fedloom.store.connection import connect, connect_read_only, transaction
 from fedloom.store.control import StopRequest, pending_stop, request_stop
@@ -202,6 +203,11 @@ class RunStore:
                 )
             )
         return records
+
+    def audit(self, run_id: str) -> AuditTrail:
+        """The audit trail of run ``run_id`` (see :mod:`fedloom.store.audit`)."""
+        self._require_run(self._connection, run_id)
+        return AuditTrail(self._connection, self.path, run_id)
 
     def latest_checkpoint(self, run_id: str) -> Checkpoint | None:
         """The run's newest checkpoint, or ``None`` if it has none."""

@@ -14,6 +14,14 @@ Schema version 1::
     sites(run_id → runs.id, client INTEGER, site TEXT, PRIMARY KEY (run_id, client))
         -- only once a deployed run records client i's certificate identity (SITES_TABLE)
 
+    audit(run_id → runs.id, seq INTEGER, kind TEXT, payload TEXT (canonical JSON), created,
+          prev_hash TEXT, hash TEXT, PRIMARY KEY (run_id, seq))   -- see fedloom.store.audit
+
+The ``audit`` table was added without a version change: it is made when a run first appends an
+audit entry (``CREATE TABLE IF NOT EXISTS``), so a store that never held one stays exactly as
+schema version 1 describes, and older fedloom ignores it. SQLite triggers made with it refuse
+updates and deletes (:data:`fedloom.store.connection.AUDIT_GUARDS`).
+
 Times are ISO 8601 text in UTC. ``participants.position`` is the client's place in the round's
 cohort, so a cohort comes back in the order it was sampled. ``rounds.metrics`` is a JSON object
 that may hold ``NaN`` and ``Infinity`` (Python's ``json`` writes and reads them). Only the newest
@@ -39,6 +47,19 @@ SITES_TABLE = """CREATE TABLE IF NOT EXISTS sites (
     )"""
 """Made when a deployed run first records its sites (``CREATE TABLE IF NOT EXISTS``), so
 stores that never held a deployed run stay exactly as schema version 1 describes."""
+
+AUDIT_TABLE = """CREATE TABLE IF NOT EXISTS audit (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    )"""
+
+HAS_AUDIT = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'audit'"
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS meta (
