@@ -13,7 +13,7 @@ EXPECTED = {
     "fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold", "fednova",
     "simulate", "fixed", "fraction", "poisson", "Target", "History", "RoundRecord",
     "Broadcast", "ClientResult", "clip_by_norm",
-    "engine", "optimizers", "reducers", "stages", "__version__",
+    "engine", "optimizers", "reducers", "stages", "compression", "__version__",
 }  # fmt: skip
 
 

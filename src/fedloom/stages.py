@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from fedloom.core import validate
 from fedloom.core.layout import Layout, Vector
+from fedloom.core.messages import ClientState
 from fedloom.reducers import Reducer
 
 StageState = Any
@@ -35,6 +36,13 @@ class StageTraits:
     """
 
     needs_linear_reducer: bool = False
+    summable: bool = True
+    """The client half's outputs can be summed and the sum still decoded: false for a codec whose
+    clients each choose their own positions or scales (top-k's indices, QSGD's norms). The hook
+    for secure aggregation, which reveals only a sum: see ``needs_summable_input``."""
+    needs_summable_input: bool = False
+    """The client half only works on summable input (secure aggregation's masking): every stage
+    before it in the pipeline must be ``summable``; :func:`check_pipeline` refuses others."""
 
 
 class Stage(Protocol):
@@ -65,6 +73,36 @@ class Stage(Protocol):
     ) -> tuple[Vector, StageState, dict[str, float]]:
         """Server half: transform the reduced aggregate; ``client_metrics`` are the cohort's
         measurements from the client half, in cohort order."""
+        ...
+
+
+@runtime_checkable
+class Encoding(Protocol):
+    """A stage whose client half turns the update into bytes for the wire (a codec).
+
+    :class:`~fedloom.algorithms.ClientProgram` calls ``encode`` instead of ``client`` for such a
+    stage, with the stage's own part of the client's kept state (``memory``: error feedback's
+    residual, say, keyed without the stage's prefix). When the stage is the last of the pipeline
+    its payload is what the client sends (``ClientResult.payload``) and the engine decodes it per
+    client, before the reducer; elsewhere in the pipeline the client decodes it at once and the
+    next stage sees the decoded vector.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def encode(
+        self,
+        update: Vector,
+        config: Mapping[str, float],
+        rng: np.random.Generator,
+        memory: ClientState,
+    ) -> tuple[bytes, ClientState, dict[str, float]]:
+        """This client's update as bytes, its next memory, and measurements."""
+        ...
+
+    def decode(self, payload: bytes, entries: int) -> Vector:
+        """The update of ``entries`` values that ``payload`` holds; ValueError if it is damaged."""
         ...
 
 
@@ -129,7 +167,16 @@ def check_pipeline(stages: Sequence[Stage], reducer: Reducer) -> None:
             f"stage names must be unique within a pipeline; repeated: {repeated}. "
             "Give the second instance its own name= argument."
         )
-    for stage in stages:
+    for position, stage in enumerate(stages):
+        if stage.traits.needs_summable_input:
+            for earlier in stages[:position]:
+                if not earlier.traits.summable:
+                    raise ValueError(
+                        f"stage {earlier.name!r} cannot come before stage {stage.name!r}: its "
+                        f"clients' outputs cannot be summed before decoding (per-client positions "
+                        f"or scales), and {stage.name!r} reveals only their sum; use a summable "
+                        "stage there or drop one of the two"
+                    )
         if stage.traits.needs_linear_reducer and not reducer.linear:
             raise ValueError(
                 f"stage {stage.name!r} can only be decoded from a (weighted) sum, but the reducer "

@@ -19,6 +19,7 @@ from fedloom.engine import Schedule, Target, poisson, schedule
 from fedloom.executors import EXECUTORS
 from fedloom.experiment import checks
 from fedloom.experiment.checks import Options
+from fedloom.experiment.compression_spec import BROADCAST_OPTION, CODEC_STAGES, broadcast_codec
 from fedloom.experiment.errors import ExperimentError, KeyPath
 from fedloom.linear import SoftmaxRegression
 from fedloom.stages import Stage, clip_by_norm
@@ -33,7 +34,7 @@ FACTORY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w
 _APPLIES_TO = {"hidden": ("mlp",), "factory": ("factory",), "loss": TORCH_KINDS}
 _REQUIRED = {"mlp": ("hidden",), "factory": ("factory",)}
 
-STAGES: dict[str, Callable[..., Stage]] = {"clip": clip_by_norm}
+STAGES: dict[str, Callable[..., Stage]] = {"clip": clip_by_norm, **CODEC_STAGES}
 """Update stages by the name ``stages[i].kind`` takes, in data order."""
 
 # Local SGD needs a model to exist; checking its options needs none in particular.
@@ -155,20 +156,28 @@ class AlgorithmSpec:
     def __post_init__(self) -> None:
         checks.choice((*self.SECTION, "name"), self.name, ALGORITHMS)
         recipe = ALGORITHMS[self.name]
-        options = checks.options(
-            self.SECTION, self.options, recipe, provided=("work",), table_keys=("name",)
+        given = {k: v for k, v in self.options.items() if k != BROADCAST_OPTION}
+        options: dict[str, Any] = checks.options(
+            self.SECTION, given, recipe, provided=("work",), table_keys=("name", BROADCAST_OPTION)
         )
+        if BROADCAST_OPTION in self.options:
+            broadcast_codec(self.SECTION, self.options[BROADCAST_OPTION])
+            options[BROADCAST_OPTION] = self.options[BROADCAST_OPTION]
         object.__setattr__(self, "options", options)
         self.build(TrainSpec(lr=0.1).work(PLACEHOLDER_MODEL))
 
     def build(self, work: LocalSGD, stages: tuple[StageSpec, ...] = ()) -> Algorithm:
         """The algorithm with ``work`` on the clients and ``stages`` in its pipeline."""
+        options = {k: v for k, v in self.options.items() if k != BROADCAST_OPTION}
         try:
-            algorithm = ALGORITHMS[self.name](work, **self.options)
+            algorithm = ALGORITHMS[self.name](work, **options)
         except ValueError as error:
             raise checks.blamed(
-                self.SECTION, self.options, error, fallback=(*self.SECTION, "name")
+                self.SECTION, options, error, fallback=(*self.SECTION, "name")
             ) from None
+        if BROADCAST_OPTION in self.options:
+            codec = broadcast_codec(self.SECTION, self.options[BROADCAST_OPTION])
+            algorithm = algorithm.with_broadcast(codec)
         try:
             return algorithm.with_stages(*(stage.build() for stage in stages))
         except ValueError as error:
