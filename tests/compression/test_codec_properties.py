@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 import fedloom as fl
 from fedloom.compression import QSGD, Cast, Codec, RandomK, Rotated, TopK, Uniform
-from fedloom.compression._bits import pack, packed_size, unpack
+from fedloom.compression._bits import pack, pack_base, packed_size, unpack, unpack_base
 from fedloom.compression.stage import RESIDUAL
 
 vectors = hnp.arrays(
@@ -131,9 +131,9 @@ def test_qsgd_decodes_to_multiples_of_the_norm_over_levels() -> None:
     seen = {tuple(codec.decode(codec.encode(x, np.random.default_rng(s)))) for s in range(200)}
     # |3|/5·2 = 1.2 → level 1 or 2 (2.5 or 5); |−4|/5·2 = 1.6 → −2.5 or −5.
     assert seen == {(2.5, -2.5), (2.5, -5.0), (5.0, -2.5), (5.0, -5.0)}
-    # levels=2: 5 signed codes → 3 bits, packed as a 2-bit plane (1 byte for 2 codes) and a
-    # 1-bit plane (1 byte); one float32 norm; params 5; envelope 18.
-    assert len(codec.encode(x, np.random.default_rng(0))) == 18 + 5 + 4 + 1 + 1
+    # levels=2: 5 signed codes, three base-5 digits a byte (1 byte for 2 codes); one float32
+    # norm; params 5; envelope 18.
+    assert len(codec.encode(x, np.random.default_rng(0))) == 18 + 5 + 4 + 1
 
 
 @settings(deadline=None)
@@ -192,3 +192,14 @@ def test_bit_packing_round_trips_at_b_bits_a_code(bits: int, count: int, seed: i
     packed = pack(codes, bits)
     assert len(packed) == packed_size(count, bits) <= (count * bits + 7) // 8 + 3
     np.testing.assert_array_equal(unpack(packed, count, bits), codes)
+
+
+@settings(deadline=None)
+@given(st.integers(2, 16), st.integers(0, 300), st.integers(0, 2**32))
+def test_base_packing_round_trips(levels: int, count: int, seed: int) -> None:
+    codes = np.random.default_rng(seed).integers(0, levels, count).astype(np.uint8)
+    np.testing.assert_array_equal(unpack_base(pack_base(codes, levels), count, levels), codes)
+
+
+def test_ternary_codes_take_five_a_byte() -> None:
+    assert len(pack_base(np.full(1000, 2, dtype=np.uint8), 3)) == 200

@@ -6,7 +6,7 @@ maximum and rounds each entry up or down at random so that its expectation is th
 stochastic k-level quantization). QSGD sends each bucket's L2 norm and, per entry, a sign and a
 level in ``0..s`` of ``|x| / norm``, again rounded stochastically (Alistarh, Grubic, Li, Tomioka,
 Vojnovic, *QSGD: Communication-Efficient SGD via Gradient Quantization and Encoding*, NeurIPS 2017);
-the levels are packed at a fixed ``ceil(log2(2s + 1))`` bits rather than Elias-coded.
+the signed levels are packed at a fixed width (see :func:`qsgd_bits`) rather than Elias-coded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedloom.compression._bits import pack, packed_size, unpack
+from fedloom.compression._bits import (
+    Codes,
+    base_size,
+    pack,
+    pack_base,
+    packed_size,
+    per_byte,
+    unpack,
+    unpack_base,
+)
 from fedloom.compression.codec import CodecTraits, as_vector, integer_in, stochastic_floor
 from fedloom.compression.wire import (
     PayloadError,
@@ -89,8 +98,8 @@ class Uniform:
 class QSGD:
     """QSGD with ``levels`` = s (1 to 127) per bucket of ``bucket`` entries.
 
-    Each entry costs ``ceil(log2(2s + 1))`` bits (s = 1: 2 bits, s = 7: 4 bits, s = 127: 8 bits)
-    and each bucket a float32 norm. Smaller buckets lower the variance (Alistarh et al. bound it
+    Each entry costs :func:`qsgd_bits` (s = 1: 1.6 bits, s = 2: 2.67, s = 7: 4, s = 127: 8) and
+    each bucket a float32 norm. Smaller buckets lower the variance (Alistarh et al. bound it
     by ``min(d/s², √d/s)·‖x‖²`` for a bucket of d entries) at 32/``bucket`` bits an entry.
     """
 
@@ -110,7 +119,8 @@ class QSGD:
         return CodecTraits(unbiased=True, summable=False)
 
     @property
-    def bits(self) -> int:
+    def bits(self) -> float:
+        """Bits an entry takes, bucket norms aside."""
         return qsgd_bits(self.levels)
 
     def check(self, entries: int) -> None:
@@ -133,7 +143,7 @@ class QSGD:
         magnitude += np.float32(self.levels)
         codes = magnitude.astype(np.uint8)
         params = _QSGD.pack(self.levels, self.bucket)
-        body = norms.astype("<f4").tobytes() + pack(codes, self.bits)
+        body = norms.astype("<f4").tobytes() + _pack_levels(codes, self.levels)
         return seal(self.kind, count, params, body)
 
     def decode(self, payload: bytes, entries: int | None = None) -> Vector:
@@ -148,12 +158,11 @@ class QSGD:
             )
         count = envelope.entries
         buckets = -(-count // bucket)
-        bits = qsgd_bits(levels)
-        expect_body(envelope, 4 * buckets + packed_size(count, bits))
+        expect_body(envelope, 4 * buckets + _levels_size(count, levels))
         norms = np.frombuffer(envelope.body[: 4 * buckets], dtype="<f4").astype(np.float32)
         if not np.isfinite(norms).all() or (norms < 0).any():
             raise PayloadError("qsgd payload has a negative or non-finite bucket norm")
-        codes = unpack(envelope.body[4 * buckets :], count, bits)
+        codes = _unpack_levels(envelope.body[4 * buckets :], count, levels)
         if count and int(codes.max()) > 2 * levels:
             raise PayloadError(f"qsgd payload has a code above 2·levels = {2 * levels}")
         signed = codes.astype(np.float32) - np.float32(levels)
@@ -161,9 +170,35 @@ class QSGD:
         return (signed * scale).astype(np.float32)
 
 
-def qsgd_bits(levels: int) -> int:
-    """Bits of one QSGD code: a sign and a level in ``0..levels``, as one of ``2·levels + 1``."""
-    return max(1, math.ceil(math.log2(2 * levels + 1)))
+def qsgd_bits(levels: int) -> float:
+    """Bits of one QSGD code, one of ``2·levels + 1`` (a sign and a level in ``0..levels``):
+    ``ceil(log2(2s + 1))`` bit-packed, or ``8 / m`` with ``m`` base-``(2s + 1)`` digits a byte
+    where that is denser (s = 1: 5 ternary digits a byte, 1.6 bits; s = 2: 3 a byte, 2.67)."""
+    symbols = 2 * levels + 1
+    return min(float(math.ceil(math.log2(symbols))), 8 / per_byte(symbols))
+
+
+def _dense_base(levels: int) -> bool:
+    symbols = 2 * levels + 1
+    return 8 / per_byte(symbols) < math.ceil(math.log2(symbols))
+
+
+def _pack_levels(codes: Codes, levels: int) -> bytes:
+    if _dense_base(levels):
+        return pack_base(codes, 2 * levels + 1)
+    return pack(codes, math.ceil(math.log2(2 * levels + 1)))
+
+
+def _unpack_levels(data: memoryview, count: int, levels: int) -> Codes:
+    if _dense_base(levels):
+        return unpack_base(data, count, 2 * levels + 1)
+    return unpack(data, count, math.ceil(math.log2(2 * levels + 1)))
+
+
+def _levels_size(count: int, levels: int) -> int:
+    if _dense_base(levels):
+        return base_size(count, 2 * levels + 1)
+    return packed_size(count, math.ceil(math.log2(2 * levels + 1)))
 
 
 def _check_bits(bits: int, most: int) -> None:
