@@ -42,9 +42,11 @@ results: setup
 
 # fedloom's executors beside Flower's simulation engine and a plain PyTorch loop on the same
 # data; writes docs/benchmarks.md and bench/results.json (about 12 minutes; the first run also
-# installs Flower into bench/.venv-flower). Not part of `make test`.
+# installs Flower into bench/.venv-flower). Then each update codec's bytes, accuracy and speed
+# (bench/codecs.py → docs/benchmarks-compression.md, about 5 minutes). Not part of `make test`.
 bench: setup
 	OMP_NUM_THREADS=1 $(PY) bench/run.py
+	OMP_NUM_THREADS=1 $(PY) bench/codecs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -203,3 +203,21 @@ def test_base_packing_round_trips(levels: int, count: int, seed: int) -> None:
 
 def test_ternary_codes_take_five_a_byte() -> None:
     assert len(pack_base(np.full(1000, 2, dtype=np.uint8), 3)) == 200
+
+
+@settings(deadline=None)
+@given(st.lists(vectors, min_size=2, max_size=4), st.integers(1, 8), st.floats(0.5, 20))
+def test_a_shared_bound_puts_every_client_on_one_grid(
+    updates: list[np.ndarray], bits: int, bound: float
+) -> None:
+    codec = Uniform(bits, bound)
+    assert codec.traits.summable
+    step = np.float64(np.float32(bound)) * 2 / (2**bits - 1)
+    rng = np.random.default_rng(0)
+    for update in updates:
+        decoded = codec.decode(codec.encode(update, rng)).astype(np.float64)
+        # Every client's decoding is -bound + step·q for integer codes q, so a sum of codes
+        # decodes to the sum of the decodings.
+        codes = (decoded + np.float32(bound)) / step
+        np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
+        assert np.all(np.abs(decoded) <= bound * (1 + 1e-6))

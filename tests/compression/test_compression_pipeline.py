@@ -163,8 +163,12 @@ def test_per_client_codecs_are_refused_before_secure_aggregation() -> None:
     for codec in (fl.compression.top_k(k=10), fl.compression.qsgd(), fl.compression.uniform(4)):
         with pytest.raises(ValueError, match=rf"stage '{codec.name}' cannot come before stage"):
             base.with_stages(codec, SecureSumStandIn())  # type: ignore[arg-type]
-    # Clipping is summable; a codec after the secure sum is not "before" it.
-    base.with_stages(fl.clip_by_norm(1.0), SecureSumStandIn())  # type: ignore[arg-type]
+    # Clipping is summable, and so is quantization on a grid every client shares.
+    base.with_stages(
+        fl.clip_by_norm(1.0),
+        fl.compression.uniform(8, bound=1.0),
+        SecureSumStandIn(),  # type: ignore[arg-type]
+    )
 
 
 def test_a_broadcast_codec_with_error_feedback_is_refused() -> None:

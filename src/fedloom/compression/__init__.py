@@ -42,14 +42,17 @@ def bfloat16(*, error_feedback: bool = False, name: str | None = None) -> Compre
 def uniform(
     bits: int = 8,
     *,
+    bound: float | None = None,
     rotate: bool = False,
     block: int = 256,
     error_feedback: bool = False,
     name: str | None = None,
 ) -> Compress:
-    """Unbiased ``bits``-bit stochastic quantization (1 to 8 bits an entry), optionally after a
-    randomized Hadamard rotation in blocks of ``block`` entries (Suresh et al. 2017)."""
-    codec: Codec = Uniform(bits)
+    """Unbiased ``bits``-bit stochastic quantization (1 to 8 bits an entry) between the update's
+    minimum and maximum, or on the shared grid ``[-bound, bound]`` (summable: allowed before
+    secure aggregation); optionally after a randomized Hadamard rotation in blocks of ``block``
+    entries (Suresh et al. 2017), which makes it per-client again."""
+    codec: Codec = Uniform(bits, bound)
     if rotate:
         codec = Rotated(codec, block)
     return compress(codec, error_feedback=error_feedback, name=name or "uniform")

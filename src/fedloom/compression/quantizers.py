@@ -36,6 +36,7 @@ from fedloom.compression.wire import (
     seal,
     unpack_params,
 )
+from fedloom.core import validate
 from fedloom.core.layout import Vector
 
 _UNIFORM = struct.Struct("<Bff")
@@ -44,16 +45,24 @@ _QSGD = struct.Struct("<BI")
 
 @dataclass(frozen=True)
 class Uniform:
-    """``bits``-bit codes (1 to 8) on ``2**bits`` levels spanning ``[min(x), max(x)]``.
+    """``bits``-bit codes (1 to 8) on ``2**bits`` levels spanning ``[min(x), max(x)]``, or
+    ``[-bound, bound]`` for every client when ``bound`` is given.
 
     A payload holds ``ceil(n·bits/8)`` bytes of codes plus 9 bytes (bit width, min, max) and the
-    envelope, so 2 bits cut a float32 vector about 16-fold.
+    envelope, so 2 bits cut a float32 vector about 16-fold. With a shared ``bound`` every client
+    quantizes onto the same grid, so the codes of a cohort can be summed before decoding
+    (summable: it may sit before secure aggregation); entries beyond ``±bound`` are clipped to it,
+    which is the one place it is biased — clip updates first (``clip_by_norm(bound)`` bounds every
+    entry by ``bound``).
     """
 
     bits: int = 8
+    bound: float | None = None
 
     def __post_init__(self) -> None:
         integer_in("bits", self.bits, 1, 8)
+        if self.bound is not None:
+            validate.positive("bound", self.bound)
 
     @property
     def kind(self) -> str:
@@ -61,7 +70,7 @@ class Uniform:
 
     @property
     def traits(self) -> CodecTraits:
-        return CodecTraits(unbiased=True, summable=False)
+        return CodecTraits(unbiased=True, summable=self.bound is not None)
 
     def check(self, entries: int) -> None:
         return None
@@ -69,13 +78,18 @@ class Uniform:
     def encode(self, vector: Vector, rng: np.random.Generator) -> bytes:
         values = as_vector(vector, self.kind)
         levels = (1 << self.bits) - 1
-        low = float(values.min(initial=0.0)) if values.size else 0.0
-        high = float(values.max(initial=0.0)) if values.size else 0.0
+        if self.bound is not None:
+            low, high = -float(np.float32(self.bound)), float(np.float32(self.bound))
+            values = np.clip(values, np.float32(low), np.float32(high))
+        else:
+            low = float(values.min(initial=0.0)) if values.size else 0.0
+            high = float(values.max(initial=0.0)) if values.size else 0.0
         step = np.float32((high - low) / levels)
         if values.size == 0 or step == 0:
             codes = np.zeros(values.shape[0], dtype=np.uint8)
         else:
-            scaled = (values - np.float32(low)) / step
+            scaled = values - np.float32(low)
+            scaled *= np.float32(1 / step)
             rounded = stochastic_floor(scaled, rng)
             np.clip(rounded, 0, levels, out=rounded)
             codes = rounded.astype(np.uint8)
