@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedloom.compression import QSGD, Cast, Codec, PayloadError, RandomK, Rotated, TopK, Uniform
+from fedloom.compression import (
+    QSGD,
+    Cast,
+    Codec,
+    PayloadError,
+    RandomK,
+    Rotated,
+    Sign,
+    TopK,
+    Uniform,
+)
 from fedloom.compression.wire import seal
 
 CODECS: list[Codec] = [
@@ -21,6 +31,8 @@ CODECS: list[Codec] = [
     Rotated(Uniform(2), 8),
     TopK(k=5),
     RandomK(fraction=0.5),
+    Sign(4),
+    Uniform(2, bound=1.0),
 ]
 X = np.linspace(-2, 3, 21, dtype=np.float32)
 

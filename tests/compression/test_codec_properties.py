@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fedloom as fl
-from fedloom.compression import QSGD, Cast, Codec, RandomK, Rotated, TopK, Uniform
+from fedloom.compression import QSGD, Cast, Codec, RandomK, Rotated, Sign, TopK, Uniform
 from fedloom.compression._bits import pack, pack_base, packed_size, unpack, unpack_base
 from fedloom.compression.stage import RESIDUAL
 
@@ -155,7 +155,7 @@ def test_top_k_keeps_the_k_largest_magnitudes_exactly(x: np.ndarray, k: int) -> 
     | st.lists(
         hnp.arrays(np.float32, 12, elements=st.floats(-10, 10, width=32)), min_size=1, max_size=5
     ),
-    st.sampled_from(["top_k", "uniform", "bfloat16", "random_k"]),
+    st.sampled_from(["top_k", "uniform", "bfloat16", "random_k", "sign"]),
 )
 def test_error_feedback_residual_plus_transmitted_is_the_input(
     updates: list[np.ndarray], kind: str
@@ -165,6 +165,7 @@ def test_error_feedback_residual_plus_transmitted_is_the_input(
         "uniform": fl.compression.uniform(1, error_feedback=True),
         "bfloat16": fl.compression.bfloat16(error_feedback=True),
         "random_k": fl.compression.random_k(k=4, unbiased=False, error_feedback=True),
+        "sign": fl.compression.sign(bucket=5),
     }[kind]
     rng = np.random.default_rng(0)
     memory: dict[str, np.ndarray] = {}
@@ -221,3 +222,16 @@ def test_a_shared_bound_puts_every_client_on_one_grid(
         codes = (decoded + np.float32(bound)) / step
         np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
         assert np.all(np.abs(decoded) <= bound * (1 + 1e-6))
+
+
+@settings(deadline=None)
+@given(vectors)
+def test_scaled_sign_is_contractive_by_the_l1_norm(x: np.ndarray) -> None:
+    # One bucket: C(x) = mean|x|·sign(x), so ‖C(x) − x‖² = ‖x‖² − ‖x‖₁²/d exactly
+    # (Karimireddy et al. 2019, the scaled sign's contraction).
+    codec = Sign(bucket=64)
+    decoded = codec.decode(codec.encode(x, np.random.default_rng(0))).astype(np.float64)
+    x64 = x.astype(np.float64)
+    error = np.sum((decoded - x64) ** 2)
+    expected = np.sum(x64**2) - np.sum(np.abs(x64)) ** 2 / x.shape[0]
+    assert error == pytest.approx(expected, rel=1e-4, abs=1e-4)

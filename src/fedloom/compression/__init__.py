@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fedloom.compression.casts import Cast
 from fedloom.compression.codec import Codec, CodecTraits
-from fedloom.compression.quantizers import QSGD, Uniform
+from fedloom.compression.quantizers import QSGD, Sign, Uniform
 from fedloom.compression.rotation import Rotated
 from fedloom.compression.sparsifiers import RandomK, TopK
 from fedloom.compression.stage import Compress
@@ -75,6 +75,12 @@ def qsgd(
     return compress(codec, error_feedback=error_feedback, name=name or "qsgd")
 
 
+def sign(*, bucket: int = 512, error_feedback: bool = True, name: str | None = None) -> Compress:
+    """One bit an entry, the sign, scaled by each bucket's mean magnitude; with error feedback
+    by default, which this biased codec needs (Karimireddy et al. 2019)."""
+    return compress(Sign(bucket), error_feedback=error_feedback, name=name)
+
+
 def top_k(
     k: int | None = None,
     *,
@@ -113,6 +119,7 @@ __all__ = [
     "PayloadError",
     "RandomK",
     "Rotated",
+    "Sign",
     "TopK",
     "Uniform",
     "bfloat16",
@@ -121,6 +128,7 @@ __all__ = [
     "float32",
     "qsgd",
     "random_k",
+    "sign",
     "top_k",
     "uniform",
 ]

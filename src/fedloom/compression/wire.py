@@ -34,6 +34,7 @@ CODEC_IDS = {
     "rotated": 6,
     "top_k": 7,
     "random_k": 8,
+    "sign": 9,
 }
 """The codec byte of each codec; a payload's header names the codec that wrote it."""
 

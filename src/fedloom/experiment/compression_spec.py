@@ -26,6 +26,7 @@ CODEC_STAGES: dict[str, Callable[..., Compress]] = {
     "bfloat16": compression.bfloat16,
     "uniform": compression.uniform,
     "qsgd": compression.qsgd,
+    "sign": compression.sign,
     "top_k": compression.top_k,
     "random_k": compression.random_k,
 }
