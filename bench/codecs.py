@@ -61,7 +61,7 @@ SETTINGS = [
     Setting("uniform 8-bit", lambda: C.uniform(8)),
     Setting("uniform 4-bit", lambda: C.uniform(4)),
     Setting("uniform 2-bit, rotated", lambda: C.uniform(2, rotate=True)),
-    Setting("uniform 1-bit, rotated, EF", lambda: C.uniform(1, rotate=True, error_feedback=True)),
+    Setting("scaled sign (1 bit), EF", C.sign),
     Setting("QSGD s=4", lambda: C.qsgd(levels=4)),
     Setting("QSGD s=1", lambda: C.qsgd(levels=1)),
     Setting("QSGD s=1, rotated", lambda: C.qsgd(levels=1, rotate=True)),
