@@ -44,7 +44,7 @@ def uniform(
     *,
     bound: float | None = None,
     rotate: bool = False,
-    block: int = 256,
+    block: int = 64,
     error_feedback: bool = False,
     name: str | None = None,
 ) -> Compress:
@@ -63,7 +63,7 @@ def qsgd(
     *,
     bucket: int = 512,
     rotate: bool = False,
-    block: int = 256,
+    block: int = 64,
     error_feedback: bool = False,
     name: str | None = None,
 ) -> Compress:

@@ -9,6 +9,8 @@ planes together take ``b`` bits a code (plus at most one byte of rounding per pl
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import numpy.typing as npt
 
@@ -111,13 +113,22 @@ def pack_base(codes: Codes, levels: int) -> bytes:
 
 def unpack_base(data: bytes | memoryview, count: int, levels: int) -> Codes:
     """The ``count`` codes that :func:`pack_base` wrote into ``data``."""
-    m = per_byte(levels)
-    rest = np.frombuffer(data, dtype=np.uint8).copy()
-    lanes = np.empty((rest.shape[0], m), dtype=np.uint8)
-    for j in range(m):
-        lanes[:, j] = rest % np.uint8(levels)
-        rest //= np.uint8(levels)
+    digits = _digits(levels)
+    lanes = digits[np.frombuffer(data, dtype=np.uint8)]
     return lanes.reshape(-1)[:count]
+
+
+@functools.cache
+def _digits(levels: int) -> Codes:
+    """Row ``b``: the ``per_byte(levels)`` base-``levels`` digits of byte ``b``, lowest first."""
+    m = per_byte(levels)
+    rest = np.arange(256, dtype=np.int64)
+    table = np.empty((256, m), dtype=np.uint8)
+    for j in range(m):
+        table[:, j] = rest % levels
+        rest //= levels
+    table.flags.writeable = False
+    return table
 
 
 def base_size(count: int, levels: int) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from fedloom.core.layout import Vector
 
@@ -65,13 +66,16 @@ def as_vector(vector: Vector, kind: str) -> Vector:
     return array
 
 
-def stochastic_floor(scaled: Vector, rng: np.random.Generator) -> Vector:
-    """``floor(s + u)`` with ``u ~ U[0, 1)`` per entry: rounds ``s`` down or up with probabilities
-    that make the result's expectation ``s`` (unbiased stochastic rounding)."""
-    noise: Vector = np.asarray(rng.random(scaled.shape[0], dtype=np.float32))
-    noise += scaled
-    np.floor(noise, out=noise)
-    return noise
+def stochastic_codes(scaled: Vector, top: int, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
+    """``min(floor(s + u), top)`` as ``uint8`` with ``u ~ U[0, 1)`` per entry, for ``s`` in
+    ``[0, top]``: rounds each ``s`` down or up with probabilities that make the result's
+    expectation ``s`` (unbiased stochastic rounding). ``scaled`` is overwritten."""
+    scaled += np.asarray(rng.random(scaled.shape[0], dtype=np.float32))
+    # Rounding can carry s + u past top (s = top + ε, or top + u rounding up to top + 1); clamp
+    # before casting, which would wrap 256 to 0. Truncation is floor for the non-negative.
+    np.minimum(scaled, np.float32(top), out=scaled)
+    codes: npt.NDArray[np.uint8] = scaled.astype(np.uint8)
+    return codes
 
 
 def integer_in(name: str, value: int, low: int, high: int) -> int:

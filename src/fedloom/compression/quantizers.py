@@ -27,7 +27,7 @@ from fedloom.compression._bits import (
     unpack,
     unpack_base,
 )
-from fedloom.compression.codec import CodecTraits, as_vector, integer_in, stochastic_floor
+from fedloom.compression.codec import CodecTraits, as_vector, integer_in, stochastic_codes
 from fedloom.compression.wire import (
     PayloadError,
     expect_body,
@@ -91,9 +91,8 @@ class Uniform:
         else:
             scaled = values - np.float32(low)
             scaled *= np.float32(1 / step)
-            rounded = stochastic_floor(scaled, rng)
-            np.clip(rounded, 0, levels, out=rounded)
-            codes = rounded.astype(np.uint8)
+            np.maximum(scaled, np.float32(0), out=scaled)
+            codes = stochastic_codes(scaled, levels, rng)
         params = _UNIFORM.pack(self.bits, low, high)
         return seal(self.kind, values.shape[0], params, pack(codes, self.bits))
 
@@ -152,11 +151,9 @@ class QSGD:
         safe = np.where(norms > 0, norms, np.float32(1))
         scaled = np.abs(rows)
         scaled *= (np.float32(self.levels) / safe)[:, None]
-        magnitude = stochastic_floor(scaled.reshape(-1)[:count], rng)
-        np.clip(magnitude, 0, self.levels, out=magnitude)
-        magnitude *= np.sign(values)
-        magnitude += np.float32(self.levels)
-        codes = magnitude.astype(np.uint8)
+        magnitude = stochastic_codes(scaled.reshape(-1)[:count], self.levels, rng)
+        top = np.uint8(self.levels)
+        codes = np.where(values < 0, top - magnitude, top + magnitude)
         params = _QSGD.pack(self.levels, self.bucket)
         body = norms.astype("<f4").tobytes() + _pack_levels(codes, self.levels)
         return seal(self.kind, count, params, body)

@@ -8,8 +8,9 @@ from ``O(d)`` to ``O(log d)`` times ``‖x‖² / (2^b − 1)²`` (Suresh, Yu, K
 orthonormal, so an unbiased inner quantizer stays unbiased after rotating back.
 
 The vector is rotated in blocks of ``block`` entries (a power of two; the last block zero-padded)
-with one matrix product, which keeps the cost at ``block`` multiply-adds an entry. The signs come
-from a seed drawn by the encoder and sent in the header, so the decoder needs no shared state.
+with one matrix product, which keeps the cost at ``block`` multiply-adds an entry. The signs
+(one draw of ``block`` of them, shared by the blocks) come from a seed drawn by the encoder and
+sent in the header, so the decoder needs no shared state.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Rotated:
     """``inner`` applied to the randomly rotated vector, blocks of ``block`` entries."""
 
     inner: Codec
-    block: int = 256
+    block: int = 64
 
     def __post_init__(self) -> None:
         if (
@@ -87,17 +88,14 @@ def rotate(values: Vector, block: int, seed: int) -> Vector:
     """``H·D·x / √block`` per block of ``values``, zero-padded to whole blocks."""
     padded = np.zeros(_padded(values.shape[0], block), dtype=np.float32)
     padded[: values.shape[0]] = values
-    padded *= _signs(padded.shape[0], seed)
-    rows = padded.reshape(-1, block)
-    out: Vector = (rows @ _hadamard(block)).reshape(-1)
+    out: Vector = (padded.reshape(-1, block) @ _rotation(block, seed)).reshape(-1)
     return out
 
 
 def unrotate(rotated: Vector, block: int, seed: int) -> Vector:
-    """The inverse of :func:`rotate` (``H`` is symmetric and ``H·H = block·I``)."""
+    """The inverse of :func:`rotate`: the rotation is orthonormal, so its transpose."""
     rows = rotated.astype(np.float32, copy=False).reshape(-1, block)
-    out: Vector = (rows @ _hadamard(block)).reshape(-1)
-    out *= _signs(out.shape[0], seed)
+    out: Vector = (rows @ _rotation(block, seed).T).reshape(-1)
     return out
 
 
@@ -105,12 +103,13 @@ def _padded(entries: int, block: int) -> int:
     return max(1, -(-entries // block)) * block
 
 
-def _signs(count: int, seed: int) -> npt.NDArray[np.float32]:
-    bits = np.unpackbits(
-        np.frombuffer(np.random.default_rng(seed).bytes(-(-count // 8)), dtype=np.uint8),
-        count=count,
-    )
-    return (1.0 - 2.0 * bits).astype(np.float32)
+def _rotation(block: int, seed: int) -> npt.NDArray[np.float32]:
+    """``D·H / √block`` with ``D`` the random signs ``seed`` draws: a row vector times it is the
+    transpose of ``H·D·x / √block``. One ``D`` serves every block, which keeps each block's
+    rotation random (the variance bound is per block) at no cost beyond the product."""
+    signs = np.where(np.random.default_rng(seed).random(block) < 0.5, -1.0, 1.0)
+    rotation: npt.NDArray[np.float32] = (signs[:, None] * _hadamard(block)).astype(np.float32)
+    return rotation
 
 
 @functools.cache

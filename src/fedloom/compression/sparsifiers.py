@@ -4,7 +4,8 @@ Top-k keeps the ``k`` entries of largest magnitude: biased, and each client pick
 positions, so it cannot be summed before decoding (or sit before secure aggregation); with error
 feedback it converges at the rate of uncompressed SGD (Stich, Cordonnier, Jaggi, *Sparsified SGD
 with Memory*, NeurIPS 2018). Random-k keeps ``k`` entries at positions drawn from a seed that
-travels in the header; scaled by ``n / k`` it is unbiased (Stich et al. 2018, section 2).
+travels in the header, one from each of ``k`` equal strata; scaled by the stratum's size (``n/k``)
+it is unbiased (Stich et al. 2018, section 2, with stratified rather than uniform positions).
 
 A payload holds the sorted positions (2 bytes each when ``n ≤ 65536``, else 4) and the values
 (float32, or float16 for half the bytes); random-k sends its seed instead of positions.
@@ -125,8 +126,8 @@ class TopK(_Selection):
 
 @dataclass(frozen=True)
 class RandomK(_Selection):
-    """``k`` (or ``fraction·n``) entries at seeded random positions; times ``n/k`` when
-    ``unbiased``."""
+    """``k`` (or ``fraction·n``) entries at seeded random positions, one per stratum of about
+    ``n/k`` entries; times the stratum's size when ``unbiased``."""
 
     unbiased: bool = True
 
@@ -146,10 +147,10 @@ class RandomK(_Selection):
         n = values.shape[0]
         k = self.count(n)
         seed = int(rng.integers(0, 2**63))
-        positions = random_positions(n, k, seed)
+        positions, strata = random_positions(n, k, seed)
         kept = values[positions]
         if self.unbiased and k:
-            kept = kept * np.float32(n / k)
+            kept = kept * strata.astype(np.float32)
         params = _RANDOM_K.pack(k, _value_code(self.values), seed, self.unbiased)
         return seal(self.kind, n, params, self._value_bytes(kept))
 
@@ -163,13 +164,23 @@ class RandomK(_Selection):
         if k > n:
             raise PayloadError(f"random_k payload header has k={k}, more than its {n} entries")
         expect_body(envelope, k * np.dtype(dtype).itemsize)
-        return _scatter(envelope, n, random_positions(n, k, seed), 0, dtype, 1.0)
+        return _scatter(envelope, n, random_positions(n, k, seed)[0], 0, dtype, 1.0)
 
 
-def random_positions(n: int, k: int, seed: int) -> npt.NDArray[np.int64]:
-    """``k`` distinct sorted positions below ``n`` drawn from ``seed``."""
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
+def random_positions(
+    n: int, k: int, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``k`` sorted positions below ``n`` drawn from ``seed``, one uniformly from each of ``k``
+    consecutive strata of ``⌊n/k⌋`` or ``⌈n/k⌉`` entries, and each stratum's size.
+
+    An entry is kept with probability one over its stratum's size, so scaling a kept value by
+    that size makes the decoding unbiased; drawing ``k`` integers costs far less than choosing
+    ``k`` of ``n`` without replacement.
+    """
+    bounds = np.arange(k + 1, dtype=np.int64) * n // max(k, 1)
+    strata = np.diff(bounds)
+    positions = np.random.default_rng(seed).integers(bounds[:-1], bounds[1:])
+    return positions.astype(np.int64), strata
 
 
 def _scatter(
