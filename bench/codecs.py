@@ -61,17 +61,23 @@ SETTINGS = [
     Setting("uniform 8-bit", lambda: C.uniform(8)),
     Setting("uniform 4-bit", lambda: C.uniform(4)),
     Setting("uniform 2-bit, rotated", lambda: C.uniform(2, rotate=True)),
-    Setting("scaled sign (1 bit), EF", C.sign),
     Setting("QSGD s=4", lambda: C.qsgd(levels=4)),
     Setting("QSGD s=1", lambda: C.qsgd(levels=1)),
     Setting("QSGD s=1, rotated", lambda: C.qsgd(levels=1, rotate=True)),
-    Setting("QSGD s=1, rotated, EF", lambda: C.qsgd(levels=1, rotate=True, error_feedback=True)),
+    Setting(
+        "QSGD s=1, rotated, EF (diverges)",
+        lambda: C.qsgd(levels=1, rotate=True, error_feedback=True),
+    ),
+    Setting("TernGrad (QSGD s=1, max norm)", lambda: C.qsgd(levels=1, norm="max")),
+    Setting("TernGrad, buckets of 128", lambda: C.qsgd(levels=1, norm="max", bucket=128)),
+    Setting("scaled sign (1 bit), EF", C.sign),
     Setting("top-k 5%, EF", lambda: C.top_k(fraction=0.05)),
+    Setting("top-k 5%, float16 values, EF", lambda: C.top_k(fraction=0.05, values="float16")),
     Setting("top-k 1%, EF", lambda: C.top_k(fraction=0.01)),
     Setting("random-k 25%, unbiased", lambda: C.random_k(fraction=0.25)),
     Setting(
-        "QSGD s=1, rotated + 8-bit broadcast",
-        lambda: C.qsgd(levels=1, rotate=True),
+        "TernGrad + 8-bit broadcast",
+        lambda: C.qsgd(levels=1, norm="max"),
         lambda: C.uniform(8),
     ),
 ]
@@ -168,7 +174,11 @@ def markdown(
         "parameters), lr 0.5. *Bytes up* is the mean uplink payload per client per round as the "
         "engine records it (the codec's payload, envelope and checksum included); *x fewer* "
         "compares it with float32; *accuracy* is the server's test accuracy averaged over the "
-        f"last {LAST} rounds (one seed), *Δ* its difference from float32 in points.",
+        f"last {LAST} rounds (one seed), *Δ* its difference from float32 in points. EF is "
+        "error feedback; on an unbiased 1.6-bit quantizer it diverges (its residual piles up the "
+        "quantizer's variance; clients whose update overflows fail and send nothing), which is "
+        "why it is off by default there. Bytes down are per client per round; only the last "
+        "row compresses the broadcast.",
         "",
     ]
     verdicts = []

@@ -40,10 +40,16 @@ def test_uniform_quantization_is_unbiased(x: np.ndarray, bits: int, seed: int) -
 
 
 @settings(max_examples=12, deadline=None)
-@given(vectors, st.integers(1, 20), st.integers(1, 16), st.integers(0, 2**32))
-def test_qsgd_is_unbiased(x: np.ndarray, levels: int, bucket: int, seed: int) -> None:
+@given(
+    vectors,
+    st.integers(1, 20),
+    st.integers(1, 16),
+    st.sampled_from(["l2", "max"]),
+    st.integers(0, 2**32),
+)
+def test_qsgd_is_unbiased(x: np.ndarray, levels: int, bucket: int, norm: str, seed: int) -> None:
     draws = 600
-    mean = mean_of_decodes(QSGD(levels, bucket), x, draws, seed)
+    mean = mean_of_decodes(QSGD(levels, bucket, norm), x, draws, seed)
     # A decode lies within one level (bucket norm / s) of the entry.
     norm = float(np.linalg.norm(x.astype(np.float64)))
     tolerance = 6 * (norm / levels) / (2 * np.sqrt(draws)) + 1e-5 * (1 + np.abs(x))

@@ -62,14 +62,16 @@ def qsgd(
     levels: int = 16,
     *,
     bucket: int = 512,
+    norm: str = "l2",
     rotate: bool = False,
     block: int = 64,
     error_feedback: bool = False,
     name: str | None = None,
 ) -> Compress:
     """QSGD with ``levels`` quantization levels per sign, one norm per ``bucket`` entries
-    (Alistarh et al. 2017); optionally after a randomized Hadamard rotation."""
-    codec: Codec = QSGD(levels, bucket)
+    (Alistarh et al. 2017); ``norm="max"`` scales by the largest magnitude instead (with
+    ``levels=1``: TernGrad, Wen et al. 2017); optionally after a randomized Hadamard rotation."""
+    codec: Codec = QSGD(levels, bucket, norm)
     if rotate:
         codec = Rotated(codec, block)
     return compress(codec, error_feedback=error_feedback, name=name or "qsgd")
