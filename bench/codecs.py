@@ -233,7 +233,12 @@ def markdown(
 
 
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{platform.processor() or platform.machine()} with {os.cpu_count()} CPUs (load average "
+        f"{load} when it finished: other work shares them, which lowers the MB/s), "
+        f"Python {platform.python_version()}, NumPy {np.__version__}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
