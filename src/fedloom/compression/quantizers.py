@@ -153,14 +153,14 @@ class QSGD:
         padded = np.zeros(buckets * self.bucket, dtype=np.float32)
         padded[:count] = values
         rows = padded.reshape(buckets, self.bucket)
+        np.abs(rows, out=rows)  # ``padded`` is this call's own copy; signs come from ``values``
         if self.norm == "max":
-            norms = np.abs(rows).max(axis=1)
+            norms = rows.max(axis=1)
         else:
             norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
         safe = np.where(norms > 0, norms, np.float32(1))
-        scaled = np.abs(rows)
-        scaled *= (np.float32(self.levels) / safe)[:, None]
-        magnitude = stochastic_codes(scaled.reshape(-1)[:count], self.levels, rng)
+        rows *= (np.float32(self.levels) / safe)[:, None]
+        magnitude = stochastic_codes(padded[:count], self.levels, rng)
         top = np.uint8(self.levels)
         codes = np.where(values < 0, top - magnitude, top + magnitude)
         params = _QSGD.pack(self.levels, self.bucket)
@@ -186,9 +186,13 @@ class QSGD:
         codes = _unpack_levels(envelope.body[4 * buckets :], count, levels)
         if count and int(codes.max()) > 2 * levels:
             raise PayloadError(f"qsgd payload has a code above 2·levels = {2 * levels}")
-        signed = codes.astype(np.float32) - np.float32(levels)
-        scale = np.repeat(norms / np.float32(levels), bucket)[:count]
-        return (signed * scale).astype(np.float32)
+        padded = np.full(buckets * bucket, levels, dtype=np.uint8)
+        padded[:count] = codes
+        signed = padded.astype(np.float32).reshape(buckets, bucket)
+        signed -= np.float32(levels)
+        signed *= (norms / np.float32(levels))[:, None]
+        out: Vector = signed.reshape(-1)[:count]
+        return out
 
 
 @dataclass(frozen=True)
