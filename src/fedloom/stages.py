@@ -33,16 +33,15 @@ class StageTraits:
 
     ``needs_linear_reducer``: the server half only works on a (weighted) sum of client outputs,
     as secure aggregation and quantizers decoded after summation do.
+    ``secure_sum``: the server sees only the sum of the client outputs (SecAgg+), so the stage
+    must come last and every stage before it must be ``sum_compatible``.
+    ``sum_compatible``: the server half needs only the sum of the client outputs, not each one
+    (the identity, a linear decoder, central noise), so the stage may sit before a secure sum.
     """
 
     needs_linear_reducer: bool = False
-    summable: bool = True
-    """The client half's outputs can be summed and the sum still decoded: false for a codec whose
-    clients each choose their own positions or scales (top-k's indices, QSGD's norms). The hook
-    for secure aggregation, which reveals only a sum: see ``needs_summable_input``."""
-    needs_summable_input: bool = False
-    """The client half only works on summable input (secure aggregation's masking): every stage
-    before it in the pipeline must be ``summable``; :func:`check_pipeline` refuses others."""
+    secure_sum: bool = False
+    sum_compatible: bool = False
 
 
 class Stage(Protocol):
@@ -122,7 +121,7 @@ class ClipByNorm:
 
     @property
     def traits(self) -> StageTraits:
-        return StageTraits()
+        return StageTraits(sum_compatible=True)
 
     def init(self, layout: Layout) -> StageState:
         return None
@@ -167,19 +166,26 @@ def check_pipeline(stages: Sequence[Stage], reducer: Reducer) -> None:
             f"stage names must be unique within a pipeline; repeated: {repeated}. "
             "Give the second instance its own name= argument."
         )
-    for position, stage in enumerate(stages):
-        if stage.traits.needs_summable_input:
-            for earlier in stages[:position]:
-                if not earlier.traits.summable:
-                    raise ValueError(
-                        f"stage {earlier.name!r} cannot come before stage {stage.name!r}: its "
-                        f"clients' outputs cannot be summed before decoding (per-client positions "
-                        f"or scales), and {stage.name!r} reveals only their sum; use a summable "
-                        "stage there or drop one of the two"
-                    )
+    for stage in stages:
         if stage.traits.needs_linear_reducer and not reducer.linear:
             raise ValueError(
                 f"stage {stage.name!r} can only be decoded from a (weighted) sum, but the reducer "
                 f"{type(reducer).__name__} is not linear; use weighted_mean or mean, "
                 "or drop the stage"
             )
+    for position, stage in enumerate(stages):
+        if not stage.traits.secure_sum:
+            continue
+        if position != len(stages) - 1:
+            raise ValueError(
+                f"stage {stages[position + 1].name!r} comes after the secure sum {stage.name!r}, "
+                "but nothing can act on masked values; put the secure sum last"
+            )
+        for earlier in stages[:position]:
+            if not earlier.traits.sum_compatible:
+                raise ValueError(
+                    f"stage {earlier.name!r} cannot run before the secure sum {stage.name!r}: "
+                    "its server half needs each client's output, and the server sees only "
+                    "their sum (a non-linear codec, say); remove it, or use one whose decoder "
+                    "is linear"
+                )

@@ -133,13 +133,13 @@ def test_error_feedback_keeps_the_residual_in_the_clients_state(
 
 @dataclass(frozen=True)
 class SecureSumStandIn:
-    """The traits secure aggregation's masking stage will declare (it is being built)."""
+    """The traits of secure aggregation's stage (SecAgg+, built in its own branch)."""
 
     name: str = "secagg"
 
     @property
     def traits(self) -> StageTraits:
-        return StageTraits(needs_linear_reducer=True, needs_summable_input=True)
+        return StageTraits(needs_linear_reducer=True, secure_sum=True)
 
     def init(self, layout: fl.Layout) -> None:
         return None
@@ -161,7 +161,7 @@ class SecureSumStandIn:
 def test_per_client_codecs_are_refused_before_secure_aggregation() -> None:
     base = fl.fedavg(work())
     for codec in (fl.compression.top_k(k=10), fl.compression.qsgd(), fl.compression.uniform(4)):
-        with pytest.raises(ValueError, match=rf"stage '{codec.name}' cannot come before stage"):
+        with pytest.raises(ValueError, match=rf"stage '{codec.name}' cannot run before the secure"):
             base.with_stages(codec, SecureSumStandIn())  # type: ignore[arg-type]
     # Clipping is summable, and so is quantization on a grid every client shares.
     base.with_stages(
@@ -227,3 +227,36 @@ def test_buffered_aggregation_decodes_payloads_and_the_broadcast(
     # float32 payloads are lossless: the same steps as with raw updates, every update accepted.
     np.testing.assert_array_equal(runs[0].params, runs[1].params)
     assert all(not r.rejected for r in runs[0].records)
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        fl.compression.float16(),
+        fl.compression.bfloat16(error_feedback=True),
+        fl.compression.uniform(3, rotate=True),
+        fl.compression.uniform(8, bound=2.0),
+        fl.compression.qsgd(levels=1, norm="max"),
+        fl.compression.sign(),
+        fl.compression.top_k(fraction=0.1, values="float16"),
+        fl.compression.random_k(k=7),
+    ],
+    ids=lambda s: s.name,
+)
+def test_codec_stages_keep_the_stage_contract(stage: fl.compression.Compress) -> None:
+    # What fedloom's stage contract asks: the update is left alone, the client half is
+    # deterministic given its generator, the server half passes the aggregate through.
+    layout = work().model.layout
+    stage.init(layout)
+    update = np.random.default_rng(0).normal(size=layout.size).astype(np.float32)
+    kept = update.copy()
+    first, metrics = stage.client(update, {}, np.random.default_rng(1))
+    np.testing.assert_array_equal(update, kept)
+    again, _ = stage.client(update, {}, np.random.default_rng(1))
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == (layout.size,)
+    assert first.dtype == np.float32
+    aggregate = first.copy()
+    out, _, server_metrics = stage.server(aggregate, None, [metrics, metrics])
+    np.testing.assert_array_equal(out, first)
+    assert server_metrics["bytes_mean"] == metrics["bytes"]

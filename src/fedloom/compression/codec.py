@@ -20,7 +20,8 @@ class CodecTraits:
     scaled random-k); a biased codec (top-k, casts that round to nearest) wants error feedback
     when its errors must not pile up. ``summable``: a sum of several clients' encodings decodes
     to the sum of their decodings, because every client shares the codec's scale and positions;
-    only a summable codec can sit before secure aggregation, which reveals nothing but the sum.
+    only a summable codec can sit before secure aggregation, which reveals nothing but the sum
+    (its stage is then ``StageTraits.sum_compatible``).
     """
 
     unbiased: bool

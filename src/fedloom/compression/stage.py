@@ -45,7 +45,8 @@ class Compress:
 
     @property
     def traits(self) -> StageTraits:
-        return StageTraits(summable=self.codec.traits.summable)
+        # Decoded on the client when a secure sum follows: fine where clients share one grid.
+        return StageTraits(sum_compatible=self.codec.traits.summable)
 
     def init(self, layout: Layout) -> StageState:
         try:
