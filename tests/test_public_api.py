@@ -13,7 +13,7 @@ EXPECTED = {
     "fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold", "fednova",
     "simulate", "fixed", "fraction", "poisson", "Target", "History", "RoundRecord",
     "Broadcast", "ClientResult", "clip_by_norm", "secure_sum",
-    "engine", "optimizers", "reducers", "robust", "stages", "__version__",
+    "engine", "optimizers", "reducers", "robust", "stages", "compression", "__version__",
 }  # fmt: skip
 
 

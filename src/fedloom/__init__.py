@@ -5,7 +5,7 @@ A user picks four things independently: data (``fedloom.data``), client work
 ``fedprox``, ``scaffold``…) and where it runs (``simulate`` here; more executors later).
 """
 
-from fedloom import data, engine, optimizers, reducers, robust, stages
+from fedloom import compression, data, engine, optimizers, reducers, robust, stages
 from fedloom.algorithms import (
     ALGORITHMS,
     Algorithm,
@@ -61,6 +61,7 @@ __all__ = [
     "__version__",
     "algorithm",
     "clip_by_norm",
+    "compression",
     "custom",
     "data",
     "engine",

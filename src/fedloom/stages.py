@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from fedloom.core import validate
 from fedloom.core.layout import Layout, Vector
+from fedloom.core.messages import ClientState
 from fedloom.reducers import Reducer
 
 StageState = Any
@@ -71,6 +72,36 @@ class Stage(Protocol):
     ) -> tuple[Vector, StageState, dict[str, float]]:
         """Server half: transform the reduced aggregate; ``client_metrics`` are the cohort's
         measurements from the client half, in cohort order."""
+        ...
+
+
+@runtime_checkable
+class Encoding(Protocol):
+    """A stage whose client half turns the update into bytes for the wire (a codec).
+
+    :class:`~fedloom.algorithms.ClientProgram` calls ``encode`` instead of ``client`` for such a
+    stage, with the stage's own part of the client's kept state (``memory``: error feedback's
+    residual, say, keyed without the stage's prefix). When the stage is the last of the pipeline
+    its payload is what the client sends (``ClientResult.payload``) and the engine decodes it per
+    client, before the reducer; elsewhere in the pipeline the client decodes it at once and the
+    next stage sees the decoded vector.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def encode(
+        self,
+        update: Vector,
+        config: Mapping[str, float],
+        rng: np.random.Generator,
+        memory: ClientState,
+    ) -> tuple[bytes, ClientState, dict[str, float]]:
+        """This client's update as bytes, its next memory, and measurements."""
+        ...
+
+    def decode(self, payload: bytes, entries: int) -> Vector:
+        """The update of ``entries`` values that ``payload`` holds; ValueError if it is damaged."""
         ...
 
 

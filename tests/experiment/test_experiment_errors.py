@@ -166,7 +166,8 @@ def test_unknown_algorithm_option_lists_the_recipes_options() -> None:
     message = str(error_for(text))
     assert message == (
         f"exp.toml:{line_of(text, 'server_rl')}: key 'algorithm.server_rl': unknown key; "
-        "accepted keys in [algorithm]: name, reducer, attackers, reducer_options, mu, server_lr; "
+        "accepted keys in [algorithm]: name, reducer, attackers, reducer_options, broadcast, mu, "
+        "server_lr; "
         'did you mean "server_lr"?'
     )
 

@@ -13,11 +13,13 @@ from typing import Protocol
 import numpy as np
 
 from fedloom.client.work import Array, ClientWork
+from fedloom.compression.codec import Codec
+from fedloom.compression.stage import Compress
 from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.optimizers import SGD, Optimizer
 from fedloom.reducers import Reducer, WeightedMean
-from fedloom.stages import Stage, check_pipeline
+from fedloom.stages import Encoding, Stage, check_pipeline
 
 
 class ServerCorrection(Protocol):
@@ -55,21 +57,39 @@ class ClientProgram:
         self, broadcast: Broadcast, x: Array, y: Array, state: ClientState
     ) -> tuple[ClientResult, ClientState]:
         result, state = self.work.train(broadcast, x, y, state)
-        return self.finish(broadcast, result), state
+        return self.finish(broadcast, result, state)
 
-    def finish(self, broadcast: Broadcast, result: ClientResult) -> ClientResult:
-        """``result`` through the client halves of the stages, in pipeline order."""
+    def finish(
+        self, broadcast: Broadcast, result: ClientResult, state: ClientState
+    ) -> tuple[ClientResult, ClientState]:
+        """``result`` through the client halves of the stages, in pipeline order, and the
+        client's next ``state`` (a codec stage's error-feedback residual lives there, under
+        ``"stages.<name>."``). A last stage that encodes (:class:`~fedloom.stages.Encoding`) turns
+        the update into the result's ``payload``."""
         if not self.stages:
-            return result
+            return result, state
         # The stages draw from their own stream so adding one never shifts training's randomness.
         rng = np.random.default_rng([broadcast.seed, 1])
         update = result.update
         metrics = dict(result.metrics)
-        for stage in self.stages:
+        payload: bytes | None = None
+        for position, stage in enumerate(self.stages):
             config = broadcast.stage_config.get(stage.name, {})
-            update, stage_metrics = stage.client(update, config, rng)
+            if isinstance(stage, Encoding):
+                prefix = f"stages.{stage.name}."
+                kept = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                payload, memory, stage_metrics = stage.encode(update, config, rng, kept)
+                state = {k: v for k, v in state.items() if not k.startswith(prefix)} | {
+                    prefix + k: v for k, v in memory.items()
+                }
+                if position < len(self.stages) - 1:
+                    update, payload = stage.decode(payload, len(update)), None
+            else:
+                update, stage_metrics = stage.client(update, config, rng)
             metrics.update({f"{stage.name}.{k}": v for k, v in stage_metrics.items()})
-        return replace(result, update=update, metrics=metrics)
+        if payload is not None:
+            update = np.empty(0, dtype=np.float32)
+        return replace(result, update=update, metrics=metrics, payload=payload), state
 
     def evaluate(self, params: Vector, x: Array, y: Array) -> dict[str, float]:
         """The model's metrics on ``(x, y)``."""
@@ -86,6 +106,8 @@ class Algorithm:
     reducer: Reducer = field(default_factory=WeightedMean)
     stages: tuple[Stage, ...] = ()
     correction: ServerCorrection | None = None
+    broadcast: Codec | None = None
+    """How the server sends the model each round (:mod:`fedloom.compression`); None: float32."""
 
     def __post_init__(self) -> None:
         check_pipeline(self.stages, self.reducer)
@@ -98,6 +120,18 @@ class Algorithm:
     def with_stages(self, *stages: Stage) -> Algorithm:
         """This algorithm with ``stages`` appended to its pipeline (in data order)."""
         return replace(self, stages=self.stages + tuple(stages))
+
+    def with_broadcast(self, codec: Codec | Compress | None) -> Algorithm:
+        """This algorithm with the model broadcast through ``codec`` (None: as float32), such as
+        ``fl.compression.float16()``; every client of a round starts from its decoding."""
+        if isinstance(codec, Compress):
+            if codec.error_feedback:
+                raise ValueError(
+                    f"broadcast codec {codec.name!r} has error_feedback=True, which applies to "
+                    "client updates only; pass it without error feedback"
+                )
+            codec = codec.codec
+        return replace(self, broadcast=codec)
 
     def with_reducer(self, reducer: Reducer) -> Algorithm:
         """This algorithm with another reducer, checked against its stages."""

@@ -39,6 +39,9 @@ class Broadcast:
     max_steps: int | None = None
     """The most local steps this client may take this round (what fits before a deadline);
     None for no limit beyond the client work's own epochs or steps."""
+    payload: bytes | None = None
+    """``params`` as the algorithm's broadcast codec encoded them (None: sent as float32); a
+    transport sends these bytes and the client decodes them into ``params``."""
 
 
 @dataclass(frozen=True)
@@ -53,3 +56,7 @@ class ClientResult:
     num_examples: int
     extras: Mapping[str, Vector] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
+    payload: bytes | None = None
+    """The update as the pipeline's last stage encoded it (a codec), or None. When set, the
+    update travels only as these bytes: ``update`` is empty and the server decodes the payload,
+    per client, before reducing."""

@@ -31,6 +31,7 @@ from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.engine.history import History, Rejection, RoundRecord
 from fedloom.engine.loop import RoundCallback, ServerEvaluation
+from fedloom.engine.payloads import decode_reply, encode_broadcast
 from fedloom.engine.rounds import apply_results, check_reply, client_seed, init_state
 from fedloom.engine.tasks import Executor, Reply, TrainTask
 
@@ -133,11 +134,12 @@ def train_buffered(
         }
         frozen = state.params.copy()
         frozen.flags.writeable = False
+        frozen, payload = encode_broadcast(algorithm, frozen, plan.seed, launched)
         for _ in range(count):
             client = idle.pop(int(rng.integers(len(idle))))
             broadcast = Broadcast(
                 state.round, frozen, client_seed(plan.seed, launched, client), state.extras,
-                stage_config,
+                stage_config, payload=payload,
             )  # fmt: skip
             flight = _Flight(now + clock(client, broadcast), launched, client, state.round,
                              TrainTask(client, broadcast))  # fmt: skip
@@ -165,6 +167,7 @@ def train_buffered(
         idle.append(flight.client)
         idle.sort()
         staleness = state.round - flight.version
+        reply = decode_reply(algorithm, flight.client, reply)
         problem = check_reply(reply, layout, {})
         if problem is None and plan.max_staleness is not None and staleness > plan.max_staleness:
             problem = (

@@ -18,6 +18,7 @@ from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.core.seeding import client_seeds
 from fedloom.engine.history import Rejection, RoundRecord, weighted_average
+from fedloom.engine.payloads import decode_reply, download_bytes, encode_broadcast, upload_bytes
 from fedloom.engine.sampling import Sampler
 from fedloom.engine.tasks import Executor, Failure, TrainTask
 from fedloom.optimizers import OptimizerState
@@ -97,16 +98,19 @@ def run_round(
     cohort = tuple(int(population[p]) for p in positions)
     params = state.params.copy()
     params.flags.writeable = False
+    params, payload = encode_broadcast(algorithm, params, seed, round_)
     stage_config = {
         stage.name: stage.config(st)
         for stage, st in zip(algorithm.stages, state.stages, strict=True)
     }
     seeds = client_seeds(seed, round_, cohort).tolist()
     tasks = [
-        TrainTask(c, Broadcast(round_, params, s, state.extras, stage_config))
+        TrainTask(c, Broadcast(round_, params, s, state.extras, stage_config, payload=payload))
         for c, s in zip(cohort, seeds, strict=True)
     ]
     replies = executor.run(tasks) if tasks else []
+    sent_up = sum(upload_bytes(r) for r in replies)
+    replies = [decode_reply(algorithm, c, r) for c, r in zip(cohort, replies, strict=True)]
 
     layout = algorithm.work.model.layout
     expected = algorithm.correction.expected_extras(layout.size) if algorithm.correction else {}
@@ -124,10 +128,8 @@ def run_round(
         "cohort": float(len(cohort)),
         "accepted": float(len(accepted)),
         "rejected": float(len(rejected)),
-        "bytes_down": float(len(cohort) * _payload_bytes(params, state.extras)),
-        "bytes_up": float(
-            sum(_payload_bytes(r.update, r.extras) for r in replies if isinstance(r, ClientResult))
-        ),
+        "bytes_down": float(sum(download_bytes(t.broadcast) for t in tasks)),
+        "bytes_up": float(sent_up),
     }
     if len(accepted) < min_cohort:
         record = RoundRecord(
@@ -201,11 +203,6 @@ def apply_results(
         state.round + 1, new_params, opt_state, extras, tuple(stage_states), reducer_state
     )
     return next_state, metrics
-
-
-def _payload_bytes(vector: Vector, extras: Mapping[str, Vector]) -> int:
-    """Bytes of the vectors in one message, before any encoding (float32: 4 bytes an entry)."""
-    return int(np.asarray(vector).nbytes + sum(np.asarray(v).nbytes for v in extras.values()))
 
 
 def apply_step(layout: Layout, params: Vector, step: Vector, aggregate: Vector) -> Vector:

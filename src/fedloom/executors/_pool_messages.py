@@ -51,6 +51,7 @@ class PackedResult:
     num_examples: int
     extras: Mapping[str, Packed]
     metrics: Mapping[str, float]
+    payload: bytes | None = None
 
 
 @dataclass(frozen=True)

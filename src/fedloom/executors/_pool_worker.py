@@ -100,6 +100,7 @@ def run_task(
             reply.num_examples,
             slot.put_mapping(reply.extras),
             dict(reply.metrics),
+            reply.payload,
         )
     packed_state = slot.put_mapping(state) if spec.train and state is not None else None
     return Done(spec.position, packed, packed_state, slot.needed)

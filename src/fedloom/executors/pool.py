@@ -334,6 +334,7 @@ class PoolExecutor:
                 reply.num_examples,
                 copied_mapping(results, reply.extras),
                 reply.metrics,
+                reply.payload,
             )
         return cast(Reply, reply)
 

@@ -217,7 +217,7 @@ class VectorizedExecutor:
                     losses=trained.losses[row],
                     num_examples=data.num_train,
                 )
-                result = self.program.finish(task.broadcast, result)
+                result, new_state = self.program.finish(task.broadcast, result, new_state)
             except Exception as error:
                 if not self.catch:
                     raise

@@ -20,6 +20,7 @@ from fedloom.engine.buffered import Buffered
 from fedloom.executors import EXECUTORS
 from fedloom.experiment import checks
 from fedloom.experiment.checks import Options
+from fedloom.experiment.compression_spec import BROADCAST_OPTION, CODEC_STAGES, broadcast_codec
 from fedloom.experiment.errors import ExperimentError, KeyPath
 from fedloom.experiment.reducer_spec import build_reducer
 from fedloom.linear import SoftmaxRegression
@@ -36,7 +37,11 @@ FACTORY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w
 _APPLIES_TO = {"hidden": ("mlp",), "factory": ("factory",), "loss": TORCH_KINDS}
 _REQUIRED = {"mlp": ("hidden",), "factory": ("factory",)}
 
-STAGES: dict[str, Callable[..., Stage]] = {"clip": clip_by_norm, "secure_sum": secure_sum}
+STAGES: dict[str, Callable[..., Stage]] = {
+    "clip": clip_by_norm,
+    "secure_sum": secure_sum,
+    **CODEC_STAGES,
+}
 """Update stages by the name ``stages[i].kind`` takes, in data order."""
 
 # Local SGD needs a model to exist; checking its options needs none in particular.
@@ -165,26 +170,34 @@ class AlgorithmSpec:
     def __post_init__(self) -> None:
         checks.choice((*self.SECTION, "name"), self.name, ALGORITHMS)
         recipe = ALGORITHMS[self.name]
-        options = checks.options(
+        given = {k: v for k, v in self.options.items() if k != BROADCAST_OPTION}
+        options: dict[str, Any] = checks.options(
             self.SECTION,
-            self.options,
+            given,
             recipe,
             provided=("work",),
-            table_keys=("name", "reducer", "attackers", "reducer_options"),
+            table_keys=("name", "reducer", "attackers", "reducer_options", BROADCAST_OPTION),
         )
+        if BROADCAST_OPTION in self.options:
+            broadcast_codec(self.SECTION, self.options[BROADCAST_OPTION])
+            options[BROADCAST_OPTION] = self.options[BROADCAST_OPTION]
         object.__setattr__(self, "options", options)
         build_reducer(self.reducer, self.attackers, self.reducer_options)
         self.build(TrainSpec(lr=0.1).work(PLACEHOLDER_MODEL))
 
     def build(self, work: LocalSGD, stages: tuple[StageSpec, ...] = ()) -> Algorithm:
         """The algorithm with ``work`` on the clients and ``stages`` in its pipeline."""
+        options = {k: v for k, v in self.options.items() if k != BROADCAST_OPTION}
         try:
-            algorithm = ALGORITHMS[self.name](work, **self.options)
+            algorithm = ALGORITHMS[self.name](work, **options)
         except ValueError as error:
             raise checks.blamed(
-                self.SECTION, self.options, error, fallback=(*self.SECTION, "name")
+                self.SECTION, options, error, fallback=(*self.SECTION, "name")
             ) from None
         reducer = build_reducer(self.reducer, self.attackers, self.reducer_options)
+        if BROADCAST_OPTION in self.options:
+            codec = broadcast_codec(self.SECTION, self.options[BROADCAST_OPTION])
+            algorithm = algorithm.with_broadcast(codec)
         try:
             if reducer is not None:
                 algorithm = algorithm.with_reducer(reducer)
