@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,10 @@ def build(experiment: Experiment) -> Built:
         check_fit(experiment.model, model, data, seed=experiment.run.seed)
         work = experiment.train.work(model)
         algorithm = experiment.algorithm.build(work, experiment.stages)
+        if experiment.privacy is not None:
+            stage = experiment.privacy.stage(experiment.privacy_sampling())
+            algorithm = algorithm.with_privacy(stage)
+            plan = replace(plan, budget=experiment.privacy.budget())
     except ExperimentError as error:
         raise experiment.located(error) from None
     return Built(data, algorithm, plan, experiment.run.checkpoint_every)

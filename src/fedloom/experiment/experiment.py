@@ -12,11 +12,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedloom.experiment import checks
 from fedloom.experiment.data_spec import DataSpec
 from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError
+from fedloom.experiment.privacy_spec import PrivacySpec
 from fedloom.experiment.specs import (
     PLACEHOLDER_MODEL,
     TORCH_KINDS,
@@ -26,6 +28,9 @@ from fedloom.experiment.specs import (
     StageSpec,
     TrainSpec,
 )
+
+if TYPE_CHECKING:
+    from fedloom.privacy import Sampling
 
 NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -55,6 +60,7 @@ class Experiment:
     stages: tuple[StageSpec, ...] = ()
     description: str = ""
     devices: DevicesSpec | None = None
+    privacy: PrivacySpec | None = None
     origin: Origin | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -85,9 +91,20 @@ class Experiment:
         object.__setattr__(self, "stages", stages)
         if self.devices is not None and not isinstance(self.devices, DevicesSpec):
             raise ExperimentError(("devices",), f"must be a DevicesSpec, got {self.devices!r}")
+        if self.privacy is not None and not isinstance(self.privacy, PrivacySpec):
+            raise ExperimentError(("privacy",), f"must be a PrivacySpec, got {self.privacy!r}")
         self._check_model_fits_task()
         self._check_cohort()
         self.algorithm.build(self.train.work(PLACEHOLDER_MODEL), self.stages)
+        if self.privacy is not None:
+            self.privacy.check_plan(self.privacy_sampling(), self.run.rounds)
+
+    def privacy_sampling(self) -> Sampling:
+        """The run's cohort sampling as ``[privacy]``'s accountant sees it."""
+        assert self.privacy is not None
+        return self.privacy.sampling(
+            clients=self.data.clients, cohort=self.run.cohort, rate=self.run.poisson
+        )
 
     def _check_model_fits_task(self) -> None:
         data, model = self.data, self.model

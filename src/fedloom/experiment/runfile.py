@@ -21,6 +21,7 @@ from fedloom.experiment import checks
 from fedloom.experiment.data_spec import DataSpec, PartitionSpec
 from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError, KeyPath, toml_syntax_error
+from fedloom.experiment.privacy_spec import PrivacySpec
 from fedloom.experiment.specs import (
     AlgorithmSpec,
     ModelSpec,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 TOP_LEVEL = (
     "name", "description", "data", "model", "train", "algorithm", "stages", "run", "devices",
+    "privacy",
 )  # fmt: skip
 """The keys of a run file's top level, in the order they are written."""
 
@@ -67,6 +69,7 @@ def parse(text: str, *, source: str, base_dir: Path | None) -> Experiment:
             stages=tuple(_stage(table, index) for index, table in enumerate(stages)),
             run=_run(_table(document, ("run",))),
             devices=_devices(_table(document, ("devices",), optional=True), base_dir),
+            privacy=_privacy(_table(document, ("privacy",), optional=True)),
             origin=Origin(source, text),
         )
     except ExperimentError as error:
@@ -148,6 +151,10 @@ def _devices(table: dict[str, Any] | None, base_dir: Path | None) -> DevicesSpec
     return DevicesSpec(**_fields(table, DevicesSpec)).resolved(base_dir)
 
 
+def _privacy(table: dict[str, Any] | None) -> PrivacySpec | None:
+    return None if table is None else PrivacySpec(**_fields(table, PrivacySpec))
+
+
 def dump(experiment: Experiment) -> str:
     """The experiment as run-file text."""
     head: dict[str, Any] = {"name": experiment.name}
@@ -161,6 +168,8 @@ def dump(experiment: Experiment) -> str:
     sections.append(tomli_w.dumps({"run": _plain(experiment.run)}))
     if experiment.devices is not None:
         sections.append(tomli_w.dumps({"devices": _plain(experiment.devices)}))
+    if experiment.privacy is not None:
+        sections.append(tomli_w.dumps({"privacy": _plain(experiment.privacy)}))
     return "\n".join(sections)
 
 

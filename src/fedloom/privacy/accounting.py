@@ -20,6 +20,7 @@ The events a round can be:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
@@ -31,6 +32,15 @@ from fedloom.privacy.sampling import ADD_OR_REMOVE, REPLACE, FixedSampling, Samp
 
 ACCOUNTANTS = ("rdp", "pld")
 """``rdp``: Rényi DP, fast and a little loose; ``pld``: privacy loss distributions, tighter."""
+
+
+def _drop_skipped_orders(record: logging.LogRecord) -> bool:
+    """The RDP accountant logs each Rényi order it cannot evaluate and then leaves it out of the
+    minimum over orders, which stays a valid bound; those lines only alarm users."""
+    return "failed to converge" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_drop_skipped_orders)
 
 DpEvent: TypeAlias = Any
 """A ``dp_accounting.DpEvent`` (the library ships no type information)."""
@@ -90,7 +100,9 @@ def spent(
                 f"the {accountant} accountant cannot account for {type(event).__name__} under "
                 f"{relation}: "
                 + (
-                    "use accountant 'rdp' (PLD supports only Poisson sampling)"
+                    "use accountant 'rdp' (dp-accounting's PLD accountant takes only Poisson "
+                    "sampling of one Gaussian: not fixed-size sampling, adaptive clipping's two "
+                    "releases or distributed discrete noise)"
                     if accountant == "pld"
                     else "use Poisson sampling"
                 )
