@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from fedloom.cli.privacy import privacy as privacy_commands
 from fedloom.cli.progress import Mode, RoundProgress
 from fedloom.core.errors import MissingExtra
 from fedloom.engine import RoundRecord, ServerState
@@ -292,6 +293,9 @@ def _fmt(value: float | None) -> str:
 
 def _json_number(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
+
+
+cli.add_command(privacy_commands)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
