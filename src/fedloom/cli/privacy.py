@@ -34,9 +34,7 @@ def privacy() -> None:
 @click.option("--delta", type=float, help="Target delta (default 1/N^1.1).")
 @click.option("--epsilon", "target", type=float, help="Find the noise multiplier for this ε.")
 @click.option("--noise-multiplier", "z", type=float, help="Find the ε this noise spends.")
-@click.option(
-    "--accountant", type=click.Choice(["rdp", "pld"]), default="rdp", show_default=True
-)
+@click.option("--accountant", type=click.Choice(["rdp", "pld"]), default="rdp", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def plan(
     population: int,
