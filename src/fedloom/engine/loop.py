@@ -171,6 +171,7 @@ def privacy_guard(
         rounds_done=rounds_done,
         rounds_planned=plan.rounds,
         min_cohort=plan.min_cohort,
+        dimension=algorithm.work.model.layout.size,
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fedloom.engine.sampling import FixedCount, Fraction, Poisson, Sampler
 from fedloom.privacy.accounting import DpEvent, calibrate_noise, spent
 from fedloom.privacy.budget import PrivacyBudget, default_delta
+from fedloom.privacy.central import CentralGaussian
 from fedloom.privacy.sampling import FixedSampling, PoissonSampling, Sampling
 from fedloom.stages import Stage
 
@@ -76,6 +77,7 @@ class PrivacyGuard:
         rounds_done: int,
         rounds_planned: int,
         min_cohort: int,
+        dimension: int | None = None,
     ) -> PrivacyGuard:
         """Check everything before any training; raise ValueError with what to change."""
         private = [s for s in stages if s.traits.private]
@@ -95,7 +97,7 @@ class PrivacyGuard:
                 )
         import dp_accounting
 
-        events = [stage.round_event() for stage in private]  # type: ignore[attr-defined]
+        events = [stage.round_event(dimension) for stage in private]  # type: ignore[attr-defined]
         event = events[0] if len(events) == 1 else dp_accounting.ComposedDpEvent(events)
         relation = engine_sampling(sampler, population).relation
         delta = budget.delta if budget is not None else default_delta(population)
@@ -163,7 +165,8 @@ class PrivacyGuard:
             return
         hint = ""
         sampling = getattr(private[0], "sampling", None)
-        if len(private) == 1 and isinstance(sampling, PoissonSampling | FixedSampling):
+        central = isinstance(private[0], CentralGaussian) and private[0].adaptive is None
+        if len(private) == 1 and central and isinstance(sampling, PoissonSampling | FixedSampling):
             try:
                 z = calibrate_noise(
                     sampling,

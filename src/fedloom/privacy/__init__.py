@@ -21,6 +21,7 @@ from fedloom.privacy.accounting import (
 )
 from fedloom.privacy.budget import PrivacyBudget, budget, default_delta
 from fedloom.privacy.central import AdaptiveClipping, CentralGaussian, central_gaussian
+from fedloom.privacy.distributed import DistributedGaussian, distributed_gaussian
 from fedloom.privacy.sampling import (
     FixedSampling,
     PoissonSampling,
@@ -33,6 +34,7 @@ __all__ = [
     "ACCOUNTANTS",
     "AdaptiveClipping",
     "CentralGaussian",
+    "DistributedGaussian",
     "FixedSampling",
     "PoissonSampling",
     "PrivacyBudget",
@@ -41,6 +43,7 @@ __all__ = [
     "calibrate_noise",
     "central_gaussian",
     "default_delta",
+    "distributed_gaussian",
     "epsilon",
     "fixed_sampling",
     "make_accountant",

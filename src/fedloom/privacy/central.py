@@ -106,8 +106,9 @@ class CentralGaussian:
         z, count = self.noise_multiplier, 2 * self.adaptive.count_stddev
         return float((z**-2 - count**-2) ** -0.5)
 
-    def round_event(self) -> DpEvent:
-        """One round as a ``dp_accounting`` event, matching :attr:`sampling`."""
+    def round_event(self, dimension: int | None = None) -> DpEvent:
+        """One round as a ``dp_accounting`` event, matching :attr:`sampling` (whatever the
+        update's ``dimension``)."""
         if self.adaptive is None:
             return sampled_gaussian(self.sampling, self.noise_multiplier)
         if self.adaptive.count_stddev == 0:
