@@ -12,6 +12,7 @@ from dp_accounting import rdp
 from fedloom.experiment import Experiment, ExperimentError, build
 from fedloom.privacy import PoissonSampling
 from fedloom.reducers import Sum
+from fedloom.reporting import RunSeries, markdown_summary
 from fedloom.runner import run_experiment
 from fedloom.store import RunStore
 
@@ -116,7 +117,9 @@ def test_the_store_holds_the_epsilon_of_every_round(tmp_path: Path) -> None:
     with RunStore.open(tmp_path / "fedloom.db") as store:
         outcome = run_experiment(experiment, store)
         rounds = store.rounds(outcome.run_id)
+        summary = markdown_summary([RunSeries(store.run(outcome.run_id), rounds)])
     assert [r.metrics["dp.epsilon"] for r in rounds] == pytest.approx(
         [_eps(k, 1e-3) for k in (1, 2, 3)], rel=1e-9
     )
     assert {r.metrics["dp.delta"] for r in rounds} == {1e-3}
+    assert f"privacy spent: ε = {_eps(3, 1e-3):.4g} at δ = 0.001" in summary

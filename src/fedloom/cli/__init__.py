@@ -178,7 +178,11 @@ def show(run_id: str, runs_dir: Path, config_only: bool, as_json: bool) -> None:
     )
     click.echo("")
     click.echo(info.config)
-    metrics = ("train_loss", "test_loss", "test_accuracy", "client_test_accuracy", "bytes_up")
+    metrics: tuple[str, ...] = (
+        "train_loss", "test_loss", "test_accuracy", "client_test_accuracy", "bytes_up",
+    )  # fmt: skip
+    if any("dp.epsilon" in r.metrics for r in rounds):
+        metrics = (*metrics, "dp.epsilon")  # the privacy spent after each round
     header = ["round", "clients", "rejected", *metrics]
     rows = [
         [str(r.round), f"{len(r.accepted)}/{len(r.cohort)}", str(len(r.rejected)),
