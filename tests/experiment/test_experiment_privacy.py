@@ -123,3 +123,38 @@ def test_the_store_holds_the_epsilon_of_every_round(tmp_path: Path) -> None:
     )
     assert {r.metrics["dp.delta"] for r in rounds} == {1e-3}
     assert f"privacy spent: ε = {_eps(3, 1e-3):.4g} at δ = 0.001" in summary
+
+
+DISTRIBUTED = BASE.replace("poisson = 0.25", "cohort = 10\nmin_cohort = 8").replace(
+    'mechanism = "gaussian"', 'mechanism = "distributed"\nmin_clients = 8\nbits = 18'
+)
+
+
+def test_a_distributed_table_round_trips_and_runs(tmp_path: Path) -> None:
+    experiment = Experiment.from_toml(DISTRIBUTED + "max_epsilon = 1000.0\ndelta = 1e-3\n")
+    assert Experiment.from_toml(experiment.to_toml()) == experiment
+    with RunStore.open(tmp_path / "fedloom.db") as store:
+        outcome = run_experiment(experiment, store)
+    stage = build(experiment).algorithm.stages[0]
+    assert stage.modulus == 2**18  # type: ignore[attr-defined]
+    rho = stage.rho(650)  # type: ignore[attr-defined]
+    accountant = rdp.RdpAccountant(
+        neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE
+    )
+    expected = accountant.compose(dp_accounting.ZCDpEvent(rho), 3).get_epsilon(1e-3)
+    assert outcome.history.metric("dp.epsilon")[-1] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        (DISTRIBUTED.replace("min_cohort = 8", "min_cohort = 2"), "run.min_cohort", "at least"),
+        (DISTRIBUTED.replace("min_clients = 8\n", ""), "privacy.min_clients", "required"),
+        (BASE + "bits = 16\n", "privacy.bits", 'only to mechanism "distributed"'),
+        (DISTRIBUTED.replace("bits = 18", "bits = 30"), "privacy.bits", "must be at most 24"),
+    ],
+)
+def test_bad_distributed_settings_name_their_key(text: str, key: str, message: str) -> None:
+    with pytest.raises(ExperimentError, match=message) as caught:
+        Experiment.from_toml(text)
+    assert f"'{key}'" in str(caught.value)

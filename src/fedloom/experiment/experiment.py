@@ -97,6 +97,17 @@ class Experiment:
         self._check_cohort()
         self.algorithm.build(self.train.work(PLACEHOLDER_MODEL), self.stages)
         if self.privacy is not None:
+            needed = self.privacy.min_clients
+            if needed is not None and self.run.min_cohort < needed:
+                raise ExperimentError(
+                    ("run", "min_cohort"),
+                    f"must be at least privacy.min_clients = {needed}: every sum must carry "
+                    f"that many clients' noise shares, got {self.run.min_cohort}",
+                )
+            try:
+                self.privacy.stage(self.privacy_sampling())
+            except ValueError as error:
+                raise ExperimentError(("privacy",), str(error)) from None
             self.privacy.check_plan(self.privacy_sampling(), self.run.rounds)
 
     def privacy_sampling(self) -> Sampling:

@@ -14,6 +14,12 @@ accountant = "rdp"        # rdp | pld
 stop_early = false        # true: run until the budget allows no more rounds
 ```
 
+``mechanism = "distributed"`` is the distributed discrete Gaussian (Kairouz et al. 2021): clients
+add integer noise shares; it needs ``min_clients`` (the fewest shares in any sum; the run's
+``min_cohort`` must be at least that) and takes ``bits`` (the modulus ``2^bits``, default 20).
+Its ε depends on the model's size, so its budget is checked when the run starts rather than
+when the file is read.
+
 The mechanism's sampling is the run's: ``run.poisson`` is accounted as Poisson sampling,
 ``run.cohort`` as fixed-size sampling without replacement. dp-accounting is imported only when
 a file has this table.
@@ -28,10 +34,10 @@ from fedloom.experiment import checks
 from fedloom.experiment.errors import ExperimentError, KeyPath
 
 if TYPE_CHECKING:
-    from fedloom.privacy import CentralGaussian, PrivacyBudget, Sampling
+    from fedloom.privacy import CentralGaussian, DistributedGaussian, PrivacyBudget, Sampling
 
-MECHANISMS = ("gaussian",)
-"""``gaussian``: central DP-FedAvg."""
+MECHANISMS = ("gaussian", "distributed")
+"""``gaussian``: central DP-FedAvg; ``distributed``: the distributed discrete Gaussian."""
 ADAPTIVE_KEYS = ("target_quantile", "clip_learning_rate", "count_stddev")
 
 
@@ -49,6 +55,8 @@ class PrivacySpec:
     delta: float | None = None
     accountant: str = "rdp"
     stop_early: bool = False
+    min_clients: int | None = None
+    bits: int | None = None
 
     SECTION: ClassVar[KeyPath] = ("privacy",)
 
@@ -86,6 +94,24 @@ class PrivacySpec:
         if self.delta is not None:
             checks.number((*at, "delta"), self.delta, low=0, high=1, low_open=True, high_open=True)
         checks.choice((*at, "accountant"), self.accountant, ("rdp", "pld"))
+        if self.mechanism == "distributed":
+            if given:
+                raise ExperimentError(
+                    (*at, given[0]), 'adaptive clipping applies to mechanism "gaussian" only'
+                )
+            if self.min_clients is None:
+                raise ExperimentError(
+                    (*at, "min_clients"), 'required for mechanism "distributed", missing'
+                )
+            checks.integer((*at, "min_clients"), self.min_clients, minimum=1)
+            if self.bits is not None:
+                checks.integer((*at, "bits"), self.bits, minimum=4)
+        else:
+            for key in ("min_clients", "bits"):
+                if getattr(self, key) is not None:
+                    raise ExperimentError(
+                        (*at, key), 'applies only to mechanism "distributed"; remove it'
+                    )
         checks.flag((*at, "stop_early"), self.stop_early)
         try:
             self._stage_from(None)
@@ -94,10 +120,22 @@ class PrivacySpec:
             raise checks.blamed(at, self._keys(), error, fallback=(*at, blame)) from None
 
     def _keys(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in ("clip", "noise_multiplier", *ADAPTIVE_KEYS)}
+        keys = ("clip", "noise_multiplier", "min_clients", "bits", *ADAPTIVE_KEYS)
+        return {k: getattr(self, k) for k in keys}
 
-    def _stage_from(self, sampling: Sampling | None) -> CentralGaussian:
+    def _stage_from(self, sampling: Sampling | None) -> CentralGaussian | DistributedGaussian:
         from fedloom import privacy
+
+        if self.mechanism == "distributed":
+            assert self.min_clients is not None
+            placeholder = privacy.poisson_sampling(population=1, rate=1.0)
+            return privacy.distributed_gaussian(
+                clip=self.clip,
+                noise_multiplier=self.noise_multiplier,
+                sampling=placeholder if sampling is None else sampling,
+                min_clients=self.min_clients if sampling is not None else 1,
+                bits=20 if self.bits is None else self.bits,
+            )
 
         adaptive = None
         if self.target_quantile is not None:
@@ -123,7 +161,7 @@ class PrivacySpec:
         count = cohort if isinstance(cohort, int) else max(1, round(cohort * clients))
         return privacy.fixed_sampling(population=clients, count=count)
 
-    def stage(self, sampling: Sampling) -> CentralGaussian:
+    def stage(self, sampling: Sampling) -> CentralGaussian | DistributedGaussian:
         """The noise stage for a run that samples its cohorts by ``sampling``."""
         return self._stage_from(sampling)
 
@@ -138,8 +176,8 @@ class PrivacySpec:
     def check_plan(self, sampling: Sampling, rounds: int) -> None:
         """Refuse, at ``privacy.max_epsilon``, a plan that would spend more than the budget."""
         budget = self.budget()
-        if budget is None:
-            return
+        if budget is None or self.mechanism == "distributed":
+            return  # the distributed mechanism's ε needs the model's size: checked at the start
         from fedloom.engine.privacy_guard import PrivacyGuard
         from fedloom.engine.sampling import FixedCount, Poisson, Sampler
         from fedloom.privacy import PoissonSampling
