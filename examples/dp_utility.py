@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=5000)
     parser.add_argument("--cohort", type=int, default=250, help="expected cohort (Poisson)")
     parser.add_argument("--samples", type=int, default=40_000, help="MNIST-1D examples")
-    parser.add_argument("--rounds", type=int, default=150)
+    parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--clip", type=float, default=0.3)
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0])
     parser.add_argument("--seed", type=int, default=0)
