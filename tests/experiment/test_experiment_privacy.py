@@ -158,3 +158,45 @@ def test_bad_distributed_settings_name_their_key(text: str, key: str, message: s
     with pytest.raises(ExperimentError, match=message) as caught:
         Experiment.from_toml(text)
     assert f"'{key}'" in str(caught.value)
+
+
+LOCAL = (
+    BASE.replace('kind = "softmax"', 'kind = "mlp"\nhidden = [16]')
+    .replace("poisson = 0.25", "cohort = 4")
+    .replace('mechanism = "gaussian"', 'mechanism = "local"')
+    .replace("lr = 0.1", "lr = 0.1\nbatch_size = 16")
+)
+
+
+def test_local_dp_sgd_from_a_run_file_reports_each_clients_epsilon(tmp_path: Path) -> None:
+    pytest.importorskip("opacus")
+    experiment = Experiment.from_toml(LOCAL.replace("rounds = 3", "rounds = 1") + "delta = 1e-4\n")
+    assert Experiment.from_toml(experiment.to_toml()) == experiment
+    built = build(experiment)
+    assert type(built.algorithm.work).__name__ == "DPSGDWork"
+    assert built.algorithm.stages == ()
+    with RunStore.open(tmp_path / "fedloom.db") as store:
+        outcome = run_experiment(experiment, store)
+    record = outcome.history.records[0]
+    assert record.metrics["local_dp.delta"] == 1e-4
+    assert record.metrics["local_dp.epsilon"] > 0
+    assert "dp.epsilon" not in record.metrics  # no user-level claim
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        (LOCAL + "max_epsilon = 5.0\ndelta = 1e-5\n", "privacy.max_epsilon", "no run budget"),
+        (
+            LOCAL.replace('name = "fedavg"', 'name = "fedprox"\nmu = 0.1'),
+            "algorithm.name",
+            "fedavg",
+        ),
+        (LOCAL.replace('kind = "mlp"\nhidden = [16]', 'kind = "softmax"'), "model.kind", "PyTorch"),
+        (LOCAL.replace("lr = 0.1", "lr = 0.1\nmomentum = 0.9"), "train.momentum", "plain SGD"),
+    ],
+)
+def test_bad_local_settings_name_their_key(text: str, key: str, message: str) -> None:
+    with pytest.raises(ExperimentError, match=message) as caught:
+        Experiment.from_toml(text)
+    assert f"'{key}'" in str(caught.value)

@@ -55,8 +55,12 @@ def build(experiment: Experiment) -> Built:
         algorithm = experiment.algorithm.build(work, experiment.stages)
         if experiment.privacy is not None:
             stage = experiment.privacy.stage(experiment.privacy_sampling())
-            algorithm = algorithm.with_privacy(stage)
-            plan = replace(plan, budget=experiment.privacy.budget())
+            if stage is None:  # local DP-SGD: the clients' work, not a stage
+                work_ = experiment.privacy.local_work(model, experiment.train)
+                algorithm = replace(algorithm, work=work_)
+            else:
+                algorithm = algorithm.with_privacy(stage)
+                plan = replace(plan, budget=experiment.privacy.budget())
     except ExperimentError as error:
         raise experiment.located(error) from None
     return Built(data, algorithm, plan, experiment.run.checkpoint_every)

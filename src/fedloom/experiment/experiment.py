@@ -97,6 +97,9 @@ class Experiment:
         self._check_cohort()
         self.algorithm.build(self.train.work(PLACEHOLDER_MODEL), self.stages)
         if self.privacy is not None:
+            self.privacy.check_local(
+                model_kind=self.model.kind, algorithm=self.algorithm.name, train=self.train
+            )
             needed = self.privacy.min_clients
             if needed is not None and self.run.min_cohort < needed:
                 raise ExperimentError(

@@ -20,6 +20,12 @@ add integer noise shares; it needs ``min_clients`` (the fewest shares in any sum
 Its ε depends on the model's size, so its budget is checked when the run starts rather than
 when the file is read.
 
+``mechanism = "local"`` is record-level DP-SGD on every client through Opacus
+(:mod:`fedloom.torch.dpsgd`): ``clip`` is the per-example gradient bound, ``noise_multiplier``
+DP-SGD's ``z``, ``delta`` (optional) the δ each client's own ε is reported at; ``[train]`` gives
+``lr``, ``epochs`` and ``batch_size`` (plain SGD). There is no run budget: each client reports
+its own ε as ``local_dp.epsilon``.
+
 The mechanism's sampling is the run's: ``run.poisson`` is accounted as Poisson sampling,
 ``run.cohort`` as fixed-size sampling without replacement. dp-accounting is imported only when
 a file has this table.
@@ -30,14 +36,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from fedloom.client.work import ClientWork
+from fedloom.core.model import Model
 from fedloom.experiment import checks
 from fedloom.experiment.errors import ExperimentError, KeyPath
+from fedloom.experiment.specs import TrainSpec
 
 if TYPE_CHECKING:
     from fedloom.privacy import CentralGaussian, DistributedGaussian, PrivacyBudget, Sampling
 
-MECHANISMS = ("gaussian", "distributed")
-"""``gaussian``: central DP-FedAvg; ``distributed``: the distributed discrete Gaussian."""
+MECHANISMS = ("gaussian", "distributed", "local")
+"""``gaussian``: central DP-FedAvg; ``distributed``: the distributed discrete Gaussian;
+``local``: record-level DP-SGD on each client (Opacus)."""
+LOCAL_ALGORITHMS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
+"""Recipes that only pick a server optimizer, so their client work can be DP-SGD."""
 ADAPTIVE_KEYS = ("target_quantile", "clip_learning_rate", "count_stddev")
 
 
@@ -84,16 +96,32 @@ class PrivacySpec:
                 (*at, "clip_learning_rate"), self.clip_learning_rate, low=0, low_open=True
             )
             checks.number((*at, "count_stddev"), self.count_stddev, low=0, low_open=True)
-        if (self.max_epsilon is None) != (self.delta is None):
-            missing = "delta" if self.delta is None else "max_epsilon"
+        if self.max_epsilon is not None and self.delta is None:
             raise ExperimentError(
-                (*at, missing), "a budget needs both max_epsilon and delta; this one is missing"
+                (*at, "delta"), "a budget needs both max_epsilon and delta; this one is missing"
             )
         if self.max_epsilon is not None:
             checks.number((*at, "max_epsilon"), self.max_epsilon, low=0, low_open=True)
         if self.delta is not None:
             checks.number((*at, "delta"), self.delta, low=0, high=1, low_open=True, high_open=True)
         checks.choice((*at, "accountant"), self.accountant, ("rdp", "pld"))
+        checks.flag((*at, "stop_early"), self.stop_early)
+        if self.mechanism == "local":
+            for key in (*ADAPTIVE_KEYS, "min_clients", "bits", "max_epsilon"):
+                if getattr(self, key) is not None:
+                    reason = (
+                        "local DP-SGD has no run budget: each client reports its own epsilon "
+                        "(local_dp.epsilon); keep delta to choose the delta it is reported at"
+                        if key == "max_epsilon"
+                        else 'applies only to mechanisms "gaussian" and "distributed"'
+                    )
+                    raise ExperimentError((*at, key), f"{reason}; remove it")
+            return
+        if self.delta is not None and self.max_epsilon is None:
+            raise ExperimentError(
+                (*at, "max_epsilon"),
+                "a budget needs both max_epsilon and delta; this one is missing",
+            )
         if self.mechanism == "distributed":
             if given:
                 raise ExperimentError(
@@ -112,7 +140,6 @@ class PrivacySpec:
                     raise ExperimentError(
                         (*at, key), 'applies only to mechanism "distributed"; remove it'
                     )
-        checks.flag((*at, "stop_early"), self.stop_early)
         try:
             self._stage_from(None)
         except ValueError as error:
@@ -161,9 +188,52 @@ class PrivacySpec:
         count = cohort if isinstance(cohort, int) else max(1, round(cohort * clients))
         return privacy.fixed_sampling(population=clients, count=count)
 
-    def stage(self, sampling: Sampling) -> CentralGaussian | DistributedGaussian:
-        """The noise stage for a run that samples its cohorts by ``sampling``."""
-        return self._stage_from(sampling)
+    def stage(self, sampling: Sampling) -> CentralGaussian | DistributedGaussian | None:
+        """The noise stage for a run that samples its cohorts by ``sampling`` (``None`` for
+        local DP-SGD, which is client work rather than a stage)."""
+        return None if self.mechanism == "local" else self._stage_from(sampling)
+
+    def check_local(self, *, model_kind: str, algorithm: str, train: TrainSpec) -> None:
+        """Refuse what local DP-SGD cannot honour, naming the key."""
+        if self.mechanism != "local":
+            return
+        if model_kind not in ("mlp", "factory"):
+            raise ExperimentError(
+                ("model", "kind"),
+                f'local DP-SGD trains PyTorch models (kind "mlp" or "factory"), got '
+                f"{checks.show(model_kind)}",
+            )
+        if algorithm not in LOCAL_ALGORITHMS:
+            raise ExperimentError(
+                ("algorithm", "name"),
+                f"local DP-SGD replaces the client work, so it combines only with "
+                f"{', '.join(LOCAL_ALGORITHMS)}; got {checks.show(algorithm)}",
+            )
+        refused = {
+            "steps": train.steps is not None,
+            "optimizer": train.optimizer != "sgd",
+            "momentum": train.momentum != 0,
+            "weight_decay": train.weight_decay != 0,
+        }
+        for key, bad in refused.items():
+            if bad:
+                raise ExperimentError(
+                    ("train", key),
+                    "local DP-SGD runs plain SGD for whole epochs (lr, epochs, batch_size); "
+                    "remove it",
+                )
+
+    def local_work(self, model: Model, train: TrainSpec) -> ClientWork:
+        """DP-SGD client work on ``model`` with ``train``'s lr, epochs and batch size."""
+        from fedloom.torch import TorchModel
+        from fedloom.torch.dpsgd import DPSGDWork
+
+        assert isinstance(model, TorchModel)
+        return DPSGDWork(
+            model, lr=train.lr, noise_multiplier=self.noise_multiplier, max_grad_norm=self.clip,
+            batch_size=train.batch_size, epochs=train.epochs or 1, delta=self.delta,
+            accountant=self.accountant,
+        )  # fmt: skip
 
     def budget(self) -> PrivacyBudget | None:
         """The run's budget, if the table sets one."""
@@ -189,7 +259,7 @@ class PrivacySpec:
         )
         try:
             PrivacyGuard.start(
-                (self.stage(sampling),), budget, sampler=sampler,
+                (self._stage_from(sampling),), budget, sampler=sampler,
                 population=sampling.population, rounds_done=0, rounds_planned=rounds,
                 min_cohort=1,
             )  # fmt: skip
