@@ -200,3 +200,10 @@ def test_bad_local_settings_name_their_key(text: str, key: str, message: str) ->
     with pytest.raises(ExperimentError, match=message) as caught:
         Experiment.from_toml(text)
     assert f"'{key}'" in str(caught.value)
+
+
+def test_privacy_needs_a_checkpoint_every_round() -> None:
+    text = BASE.replace("federated_eval = false", "federated_eval = false\ncheckpoint_every = 2")
+    with pytest.raises(ExperimentError, match="must be 1 with differential privacy") as caught:
+        Experiment.from_toml(text)
+    assert "'run.checkpoint_every'" in str(caught.value)

@@ -100,6 +100,13 @@ class Experiment:
             self.privacy.check_local(
                 model_kind=self.model.kind, algorithm=self.algorithm.name, train=self.train
             )
+            if self.run.checkpoint_every != 1 and self.privacy.mechanism != "local":
+                raise ExperimentError(
+                    ("run", "checkpoint_every"),
+                    "must be 1 with differential privacy: a resumed run repeats the rounds "
+                    "after its last checkpoint with fresh noise, spending privacy the "
+                    f"accountant would not see; got {self.run.checkpoint_every}",
+                )
             needed = self.privacy.min_clients
             if needed is not None and self.run.min_cohort < needed:
                 raise ExperimentError(
