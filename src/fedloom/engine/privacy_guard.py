@@ -12,11 +12,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from fedloom.engine.sampling import FixedCount, Fraction, Poisson, Sampler
 from fedloom.privacy.accounting import DpEvent, calibrate_noise, spent
 from fedloom.privacy.budget import PrivacyBudget, default_delta
 from fedloom.privacy.central import CentralGaussian
+from fedloom.privacy.protocol import NoiseStage
 from fedloom.privacy.sampling import FixedSampling, PoissonSampling, Sampling
 from fedloom.stages import Stage
 
@@ -38,21 +40,15 @@ def engine_sampling(sampler: Sampler, population: int) -> Sampling:
     )
 
 
-def check_sampling(stage: Stage, sampler: Sampler, population: int) -> None:
+def check_sampling(stage: NoiseStage, sampler: Sampler, population: int) -> None:
     """Refuse ``stage`` unless its stated sampling is what the engine will do."""
     actual = engine_sampling(sampler, population)
-    stated = getattr(stage, "sampling", None)
-    if stated != actual:
+    if stage.sampling != actual:
         raise ValueError(
-            f"stage {stage.name!r} is accounted for {_describe(stated)}, but the engine will "
-            f"draw {actual.describe()}; build the stage with sampling={actual!r} so its ε is "
-            "the ε this run spends"
+            f"stage {stage.name!r} is accounted for {stage.sampling.describe()}, but the engine "
+            f"will draw {actual.describe()}; build the stage with sampling={actual!r} so its ε "
+            "is the ε this run spends"
         )
-
-
-def _describe(sampling: object) -> str:
-    describe = getattr(sampling, "describe", None)
-    return str(describe()) if callable(describe) else repr(sampling)
 
 
 @dataclass
@@ -80,7 +76,7 @@ class PrivacyGuard:
         dimension: int | None = None,
     ) -> PrivacyGuard:
         """Check everything before any training; raise ValueError with what to change."""
-        private = [s for s in stages if s.traits.private]
+        private = [cast(NoiseStage, s) for s in stages if s.traits.private]
         if not private:
             raise ValueError(
                 "a privacy budget needs a noise stage (fedloom.privacy.central_gaussian, "
@@ -97,7 +93,7 @@ class PrivacyGuard:
                 )
         import dp_accounting
 
-        events = [stage.round_event(dimension) for stage in private]  # type: ignore[attr-defined]
+        events = [stage.round_event(dimension) for stage in private]
         event = events[0] if len(events) == 1 else dp_accounting.ComposedDpEvent(events)
         relation = engine_sampling(sampler, population).relation
         delta = budget.delta if budget is not None else default_delta(population)
@@ -144,7 +140,7 @@ class PrivacyGuard:
         """``dp.epsilon`` and ``dp.delta`` spent after ``rounds_done`` rounds."""
         return {EPSILON: self.epsilon(rounds_done), DELTA: self.delta}
 
-    def _check_plan(self, done: int, planned: int, private: Sequence[Stage]) -> None:
+    def _check_plan(self, done: int, planned: int, private: Sequence[NoiseStage]) -> None:
         assert self.budget is not None
         limit = self.budget.max_epsilon
         now = self.epsilon(done)
@@ -164,12 +160,11 @@ class PrivacyGuard:
         if total <= limit:
             return
         hint = ""
-        sampling = getattr(private[0], "sampling", None)
-        central = isinstance(private[0], CentralGaussian) and private[0].adaptive is None
-        if len(private) == 1 and central and isinstance(sampling, PoissonSampling | FixedSampling):
+        first = private[0]
+        if len(private) == 1 and isinstance(first, CentralGaussian) and first.adaptive is None:
             try:
                 z = calibrate_noise(
-                    sampling,
+                    first.sampling,
                     rounds=planned,
                     epsilon=limit,
                     delta=self.delta,

@@ -22,6 +22,7 @@ from fedloom.privacy.accounting import (
 from fedloom.privacy.budget import PrivacyBudget, budget, default_delta
 from fedloom.privacy.central import AdaptiveClipping, CentralGaussian, central_gaussian
 from fedloom.privacy.distributed import DistributedGaussian, distributed_gaussian
+from fedloom.privacy.protocol import NoiseStage
 from fedloom.privacy.sampling import (
     FixedSampling,
     PoissonSampling,
@@ -36,6 +37,7 @@ __all__ = [
     "CentralGaussian",
     "DistributedGaussian",
     "FixedSampling",
+    "NoiseStage",
     "PoissonSampling",
     "PrivacyBudget",
     "Sampling",

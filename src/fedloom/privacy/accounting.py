@@ -132,8 +132,9 @@ def calibrate_noise(
     delta: float,
     accountant: str = "rdp",
 ) -> float:
-    """The smallest noise multiplier z whose ``rounds`` rounds under ``sampling`` spend at most
-    ``epsilon`` at ``delta`` (``dp_accounting.calibrate_dp_mechanism``)."""
+    """The smallest noise multiplier z (searched from 0.05 up) whose ``rounds`` rounds under
+    ``sampling`` spend at most ``epsilon`` at ``delta`` (``dp_accounting.calibrate_dp_mechanism``).
+    For targets so large that z = 0.05 already meets them, the answer is about 0.05."""
     validate.positive_int("rounds", rounds)
     validate.positive("epsilon", epsilon)
     validate.in_range("delta", delta, 0.0, 1.0, low_open=True, high_open=True)
