@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of PyTorch; a newer or unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[torch,data,report,tracking,ray,deploy,dev]"
+	$(PY) -m pip install --quiet -e ".[torch,data,report,tracking,ray,deploy,privacy,dpsgd,dev]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -34,10 +34,10 @@ local_sgd = LocalSGD
 
 def __getattr__(name: str) -> object:
     # ``fl.torch`` without importing PyTorch for users who never touch it.
-    if name == "torch":
+    if name in ("torch", "privacy"):  # loaded on first use: PyTorch, dp-accounting
         import importlib
 
-        return importlib.import_module("fedloom.torch")
+        return importlib.import_module(f"fedloom.{name}")
     raise AttributeError(f"module 'fedloom' has no attribute {name!r}")
 
 

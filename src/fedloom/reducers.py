@@ -109,6 +109,31 @@ class Mean:
         return total.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Sum:
+    """``Σ uᵢ``: the plain sum, every client weighing one whatever its size.
+
+    What differential privacy's noise is calibrated to (each client moves it by at most its
+    clipping bound) and what secure aggregation reveals; a stage after it (DP-FedAvg's) turns it
+    into an average. ``unweighted_sum`` says so to :func:`fedloom.stages.check_pipeline`.
+    """
+
+    @property
+    def linear(self) -> bool:
+        return True
+
+    @property
+    def unweighted_sum(self) -> bool:
+        return True
+
+    def __call__(
+        self, updates: npt.NDArray[np.float32], weights: npt.NDArray[np.float64]
+    ) -> Vector:
+        check_cohort(updates, weights)
+        total: npt.NDArray[np.float64] = updates.sum(axis=0, dtype=np.float64)
+        return total.astype(np.float32)
+
+
 def weighted_mean() -> WeightedMean:
     """The example-weighted mean (FedAvg)."""
     return WeightedMean()

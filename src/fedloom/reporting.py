@@ -127,6 +127,7 @@ def markdown_summary(runs: Sequence[RunSeries], plot: Path | None = None) -> str
             f"- **{info.name}** (`{info.id}`): {info.status}, {info.rounds_done} rounds, "
             f"seed {info.seed}, code {info.code_version}, started {info.created}"
             + (f"; {info.stopped}" if info.stopped else "")
+            + _privacy_spent(run)
         )
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -142,6 +143,14 @@ def write_report(runs: Sequence[RunSeries], directory: Path, *, stem: str = "rep
     summary = directory / f"{stem}.md"
     summary.write_text(markdown_summary(runs, plot))
     return [plot, summary]
+
+
+def _privacy_spent(run: RunSeries) -> str:
+    """``; privacy spent: ε = …, δ = …`` for a run with differential privacy, else ``""``."""
+    epsilon, delta = run.final("dp.epsilon"), run.final("dp.delta")
+    if math.isnan(epsilon):
+        return ""
+    return f"; privacy spent: ε = {epsilon:.4g} at δ = {delta:.3g}"
 
 
 def _algorithm_of(info: RunInfo) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from fedloom.algorithms import Algorithm
 from fedloom.core.layout import Vector
@@ -11,6 +12,9 @@ from fedloom.data import FederatedData
 from fedloom.engine import Executor, History, Sampler, Target, schedule, train
 from fedloom.engine.loop import RoundCallback, ServerEvaluation
 from fedloom.executors import EXECUTORS, closing_executor, make_executor
+
+if TYPE_CHECKING:
+    from fedloom.privacy.budget import PrivacyBudget
 
 
 def simulate(
@@ -27,6 +31,7 @@ def simulate(
     executor: str | Executor = "inprocess",
     params: Vector | None = None,
     on_round: RoundCallback | None = None,
+    budget: PrivacyBudget | None = None,
 ) -> History:
     """Train ``algorithm`` on ``data``'s clients for ``rounds`` rounds and return the history.
 
@@ -34,7 +39,8 @@ def simulate(
     (``fedloom.fixed``, ``fedloom.fraction``, ``fedloom.poisson``). Every ``eval_every`` rounds
     the global model is evaluated on the held-out test set (``test_*`` metrics) and, with
     ``federated_eval``, on every client's local test split (``client_test_*``, example-weighted).
-    The same ``seed`` gives bit-identical parameters.
+    The same ``seed`` gives bit-identical parameters. ``budget`` (a
+    :class:`fedloom.privacy.PrivacyBudget`) bounds the (ε, δ) of the algorithm's noise stages.
     """
     plan = schedule(
         rounds=rounds,
@@ -44,6 +50,7 @@ def simulate(
         eval_every=eval_every,
         federated_eval=federated_eval,
         target=target,
+        budget=budget,
     )
     if not isinstance(executor, str):
         return train(
@@ -63,7 +70,7 @@ def simulate(
         return simulate(
             algorithm, data, rounds=rounds, cohort=cohort, seed=seed, min_cohort=min_cohort,
             eval_every=eval_every, federated_eval=federated_eval, target=target,
-            executor=own, params=params, on_round=on_round,
+            executor=own, params=params, on_round=on_round, budget=budget,
         )  # fmt: skip
 
 

@@ -42,6 +42,17 @@ class StageTraits:
     needs_linear_reducer: bool = False
     secure_sum: bool = False
     sum_compatible: bool = False
+    needs_sum: bool = False
+    """The server half needs the plain sum ``Σ uᵢ`` of the client outputs (every client weighing
+    one), as differential privacy's noise calibration does; the reducer must say
+    ``unweighted_sum`` (:class:`fedloom.reducers.Sum`, or a secure sum)."""
+    private: bool = False
+    """The stage adds noise for differential privacy and describes each round as a
+    ``dp_accounting`` event (``round_event()``) and its cohort sampling (``sampling``); the
+    engine accounts for it every round (:mod:`fedloom.privacy`)."""
+    private_client_metrics: bool = False
+    """The client half's measurements reach only this stage's server half, never the round's
+    recorded metrics (they are about individual clients)."""
 
 
 class Stage(Protocol):
@@ -167,6 +178,13 @@ def check_pipeline(stages: Sequence[Stage], reducer: Reducer) -> None:
             "Give the second instance its own name= argument."
         )
     for stage in stages:
+        if stage.traits.needs_sum and not getattr(reducer, "unweighted_sum", False):
+            raise ValueError(
+                f"stage {stage.name!r} adds noise calibrated to the plain sum of clipped client "
+                f"updates, but the reducer {type(reducer).__name__} does not return that sum; "
+                "use fedloom.reducers.Sum() (algorithm.with_privacy(stage) sets it), and clip on "
+                "the clients: clipping on the server gives no client-level guarantee"
+            )
         if stage.traits.needs_linear_reducer and not reducer.linear:
             raise ValueError(
                 f"stage {stage.name!r} can only be decoded from a (weighted) sum, but the reducer "

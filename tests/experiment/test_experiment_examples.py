@@ -52,7 +52,8 @@ def test_example_builds_what_it_says(example: tuple[Experiment, Built]) -> None:
     experiment, built = example
     assert len(built.data) == experiment.data.clients
     assert built.algorithm.name == experiment.algorithm.name
-    assert len(built.algorithm.stages) == len(experiment.stages)
+    # A [privacy] table puts its noise stage first in the pipeline.
+    assert len(built.algorithm.stages) == len(experiment.stages) + (experiment.privacy is not None)
     assert built.schedule.rounds == experiment.run.rounds
     assert built.schedule.seed == experiment.run.seed
     assert built.checkpoint_every == experiment.run.checkpoint_every

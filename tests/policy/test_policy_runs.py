@@ -111,3 +111,31 @@ def test_a_bad_or_contradictory_policy_fails_before_anything_runs(
 ) -> None:
     with pytest.raises(ExperimentError, match=message):
         experiment(extra, cohort)
+
+
+PRIVATE = """
+[privacy]
+mechanism = "gaussian"
+clip = 1.0
+noise_multiplier = 1.0
+max_epsilon = {budget}
+delta = 1e-3
+stop_early = true
+"""
+
+
+def test_a_private_run_meets_a_dp_policy_and_a_strict_site_sits_it_out(tmp_path: Path) -> None:
+    """The planned ε a policy checks is the [privacy] budget the run promises never to exceed."""
+    sites = (
+        '[policy]\ndp = true\nmax_epsilon = 50.0\n[[sites]]\nidentity = "client-2"\n'
+        "max_epsilon = 4.0\n"
+    )
+    exp = experiment(PRIVATE.format(budget=40.0) + sites)
+    with RunStore.open(tmp_path / "fedloom.db") as store:
+        outcome = run_experiment(exp, store)
+        entries = store.audit(outcome.run_id).entries()
+    refusals = {e.payload["identity"]: e.payload["reason"] for e in entries if e.kind == "refusal"}
+    assert refusals == {"client-2": "the run plans ε = 40, above the site's limit ε = 4"}
+    assert all(2 not in record.cohort for record in outcome.history.records)
+    with pytest.raises(ExperimentError, match=r"policy.max_epsilon.*ε = 80, above the federation"):
+        experiment(PRIVATE.format(budget=80.0) + sites)

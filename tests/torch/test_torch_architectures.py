@@ -12,7 +12,15 @@ from fedloom.torch import mlp
 
 def test_public_names() -> None:
     assert sorted(fedloom.torch.__all__) == sorted(
-        ["TorchModel", "local_sgd", "module_layout", "module_to_vector", "vector_to_module", "mlp"]
+        [
+            "TorchModel",
+            "dp_sgd",
+            "local_sgd",
+            "module_layout",
+            "module_to_vector",
+            "vector_to_module",
+            "mlp",
+        ]
     )
     for name in fedloom.torch.__all__:
         assert hasattr(fedloom.torch, name)

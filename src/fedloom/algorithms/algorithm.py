@@ -18,7 +18,7 @@ from fedloom.compression.stage import Compress
 from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.optimizers import SGD, Optimizer
-from fedloom.reducers import Reducer, WeightedMean
+from fedloom.reducers import Reducer, Sum, WeightedMean
 from fedloom.stages import Encoding, Stage, check_pipeline
 
 
@@ -132,6 +132,12 @@ class Algorithm:
                 )
             codec = codec.codec
         return replace(self, broadcast=codec)
+
+    def with_privacy(self, stage: Stage) -> Algorithm:
+        """This algorithm with a differential-privacy stage (:mod:`fedloom.privacy`) first in
+        its pipeline and the plain sum as its reducer: its client half clips the raw update
+        before any other stage, and its server half turns the (noised) sum into the average."""
+        return replace(self, reducer=Sum(), stages=(stage, *self.stages))
 
     def with_reducer(self, reducer: Reducer) -> Algorithm:
         """This algorithm with another reducer, checked against its stages."""

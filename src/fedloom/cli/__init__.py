@@ -21,6 +21,7 @@ from rich.table import Table
 
 from fedloom.cli.audit import audit
 from fedloom.cli.dashboard import dashboard
+from fedloom.cli.privacy import privacy as privacy_commands
 from fedloom.cli.progress import Mode, RoundProgress
 from fedloom.core.errors import MissingExtra
 from fedloom.engine import RoundRecord, ServerState
@@ -184,7 +185,11 @@ def show(run_id: str, runs_dir: Path, config_only: bool, as_json: bool) -> None:
         click.echo("sites: " + ", ".join(f"{i}={name}" for i, name in enumerate(sites)))
     click.echo("")
     click.echo(info.config)
-    metrics = ("train_loss", "test_loss", "test_accuracy", "client_test_accuracy", "bytes_up")
+    metrics: tuple[str, ...] = (
+        "train_loss", "test_loss", "test_accuracy", "client_test_accuracy", "bytes_up",
+    )  # fmt: skip
+    if any("dp.epsilon" in r.metrics for r in rounds):
+        metrics = (*metrics, "dp.epsilon")  # the privacy spent after each round
     header = ["round", "clients", "rejected", *metrics]
     rows = [
         [str(r.round), f"{len(r.accepted)}/{len(r.cohort)}", str(len(r.rejected)),
@@ -303,6 +308,9 @@ def _fmt(value: float | None) -> str:
 
 def _json_number(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
+
+
+cli.add_command(privacy_commands)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -27,7 +27,7 @@ from rich.progress import (
 from fedloom.engine import RoundRecord, ServerState
 
 Mode = Literal["auto", "bar", "lines", "json", "quiet"]
-SHOWN = ("train_loss", "test_loss", "test_accuracy", "client_test_accuracy")
+SHOWN = ("train_loss", "test_loss", "test_accuracy", "client_test_accuracy", "dp.epsilon")
 
 
 class RoundProgress:

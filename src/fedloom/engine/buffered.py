@@ -111,6 +111,14 @@ def train_buffered(
             "arrive, so it cannot run secure aggregation, which needs a whole cohort in "
             "lockstep; drop the secure_sum stage or train in synchronous rounds"
         )
+    private = [s.name for s in algorithm.stages if s.traits.private]
+    if private:
+        raise ValueError(
+            f"stage {private[0]!r} adds differential-privacy noise accounted for synchronous "
+            "rounds with Poisson or fixed-size sampling; buffered asynchronous aggregation "
+            "samples clients by speed and weighs them by staleness, which no accountant here "
+            "describes: use the synchronous engine (fedloom.engine.train)"
+        )
     if plan.concurrency > len(population):
         raise ValueError(
             f"concurrency={plan.concurrency} exceeds the population of {len(population)} clients"

@@ -97,6 +97,7 @@ _PREFERRED = (
     "test_accuracy",
     "client_test_loss",
     "client_test_accuracy",
+    "dp.epsilon",
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,10 @@ from fedloom.engine.history import History, RoundRecord, weighted_average
 from fedloom.engine.rounds import ServerState, init_state, run_round
 from fedloom.engine.sampling import Sampler, as_sampler
 from fedloom.engine.tasks import EvaluateTask, Evaluation, Executor
+
+if TYPE_CHECKING:
+    from fedloom.engine.privacy_guard import PrivacyGuard
+    from fedloom.privacy.budget import PrivacyBudget
 
 ServerEvaluation = Callable[[Vector], Mapping[str, float]]
 """Evaluate global parameters on the server's held-out data; keys are prefixed ``test_``."""
@@ -49,6 +54,9 @@ class Schedule:
     eval_every: int = 1
     federated_eval: bool = True
     target: Target | None = None
+    budget: PrivacyBudget | None = None
+    """A differential-privacy budget (:class:`fedloom.privacy.PrivacyBudget`): the run is
+    refused if its plan would exceed it, and never runs a round that would."""
 
     def __post_init__(self) -> None:
         validate.positive_int("rounds", self.rounds)
@@ -67,6 +75,7 @@ def schedule(
     eval_every: int = 1,
     federated_eval: bool = True,
     target: Target | tuple[str, float] | None = None,
+    budget: PrivacyBudget | None = None,
 ) -> Schedule:
     """Build a :class:`Schedule`; a ``(metric, value)`` target stops at ``>=``, or ``<=`` for
     metrics whose name contains ``loss``."""
@@ -74,7 +83,7 @@ def schedule(
         metric, value = target
         target = Target(metric, float(value), higher_is_better="loss" not in metric)
     return Schedule(
-        rounds, as_sampler(cohort), seed, min_cohort, eval_every, federated_eval, target
+        rounds, as_sampler(cohort), seed, min_cohort, eval_every, federated_eval, target, budget
     )
 
 
@@ -108,9 +117,14 @@ def train(
     if state is None:
         start = model.init(plan.seed) if params is None else params
         state = init_state(algorithm, start)
+    guard = privacy_guard(algorithm, plan, len(population), state.round)
     records: list[RoundRecord] = []
     stopped = f"completed {plan.rounds} rounds"
     while state.round < plan.rounds:
+        refusal = None if guard is None else guard.refusal(state.round)
+        if refusal is not None:
+            stopped = refusal
+            break
         state, record = run_round(
             algorithm,
             state,
@@ -120,6 +134,8 @@ def train(
             seed=plan.seed,
             min_cohort=plan.min_cohort,
         )
+        if guard is not None:
+            record = replace(record, metrics={**record.metrics, **guard.metrics(state.round)})
         if (record.round + 1) % plan.eval_every == 0 or state.round == plan.rounds:
             metrics = dict(record.metrics)
             if evaluate is not None:
@@ -136,6 +152,27 @@ def train(
             )
             break
     return History(tuple(records), state.params, model.layout, stopped)
+
+
+def privacy_guard(
+    algorithm: Algorithm, plan: Schedule, population: int, rounds_done: int
+) -> PrivacyGuard | None:
+    """The accountant of a run with noise stages or a budget (``None`` without either), after
+    every check that must pass before training (:mod:`fedloom.engine.privacy_guard`)."""
+    if plan.budget is None and not any(s.traits.private for s in algorithm.stages):
+        return None
+    from fedloom.engine.privacy_guard import PrivacyGuard
+
+    return PrivacyGuard.start(
+        algorithm.stages,
+        plan.budget,
+        sampler=plan.cohort,
+        population=population,
+        rounds_done=rounds_done,
+        rounds_planned=plan.rounds,
+        min_cohort=plan.min_cohort,
+        dimension=algorithm.work.model.layout.size,
+    )
 
 
 def federated_evaluation(

@@ -177,7 +177,13 @@ def apply_results(
     aggregate, reducer_state = reduce_with_state(
         algorithm.reducer, state.reducer, np.stack([r.update for r in results]), weights
     )
-    metrics = weighted_average([r.metrics for r in results], [r.num_examples for r in results])
+    hidden = tuple(f"{s.name}." for s in algorithm.stages if s.traits.private_client_metrics)
+    metrics = weighted_average(
+        [{k: v for k, v in r.metrics.items() if not k.startswith(hidden)} for r in results]
+        if hidden
+        else [r.metrics for r in results],
+        [r.num_examples for r in results],
+    )
     stage_states = list(state.stages)
     client_metrics = [r.metrics for r in results]
     for i in reversed(range(len(algorithm.stages))):

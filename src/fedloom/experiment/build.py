@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from fedloom.experiment import checks
 from fedloom.experiment.data_spec import DATASETS, DataSpec
 from fedloom.experiment.errors import ExperimentError, KeyPath
 from fedloom.experiment.experiment import Experiment
+from fedloom.experiment.policy_spec import admission
 from fedloom.experiment.specs import ModelSpec
 from fedloom.linear import LinearRegression, SoftmaxRegression
 
@@ -53,6 +54,19 @@ def build(experiment: Experiment) -> Built:
         check_fit(experiment.model, model, data, seed=experiment.run.seed)
         work = experiment.train.work(model)
         algorithm = experiment.algorithm.build(work, experiment.stages)
+        if experiment.privacy is not None:
+            # Sampling is from the clients the policies admit: the accountant must see the
+            # population the engine actually draws from.
+            admitted = None
+            if experiment.policy is not None or experiment.sites:
+                admitted = len(admission(experiment).population)
+            stage = experiment.privacy.stage(experiment.privacy_sampling(admitted))
+            if stage is None:  # local DP-SGD: the clients' work, not a stage
+                work_ = experiment.privacy.local_work(model, experiment.train)
+                algorithm = replace(algorithm, work=work_)
+            else:
+                algorithm = algorithm.with_privacy(stage)
+                plan = replace(plan, budget=experiment.privacy.budget())
     except ExperimentError as error:
         raise experiment.located(error) from None
     return Built(data, algorithm, plan, experiment.run.checkpoint_every)

@@ -12,12 +12,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedloom.experiment import checks
 from fedloom.experiment.data_spec import DataSpec
 from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError
 from fedloom.experiment.policy_spec import check_policies
+from fedloom.experiment.privacy_spec import PrivacySpec
 from fedloom.experiment.reducer_spec import min_cohort
 from fedloom.experiment.specs import (
     PLACEHOLDER_MODEL,
@@ -29,6 +31,9 @@ from fedloom.experiment.specs import (
     TrainSpec,
 )
 from fedloom.policy import FederationPolicy, SitePolicy
+
+if TYPE_CHECKING:
+    from fedloom.privacy import Sampling
 
 NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -60,6 +65,7 @@ class Experiment:
     devices: DevicesSpec | None = None
     policy: FederationPolicy | None = None
     sites: tuple[SitePolicy, ...] = ()
+    privacy: PrivacySpec | None = None
     origin: Origin | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -90,6 +96,8 @@ class Experiment:
         object.__setattr__(self, "stages", stages)
         if self.devices is not None and not isinstance(self.devices, DevicesSpec):
             raise ExperimentError(("devices",), f"must be a DevicesSpec, got {self.devices!r}")
+        if self.privacy is not None and not isinstance(self.privacy, PrivacySpec):
+            raise ExperimentError(("privacy",), f"must be a PrivacySpec, got {self.privacy!r}")
         self._check_model_fits_task()
         self._check_cohort()
         algorithm = self.algorithm.build(self.train.work(PLACEHOLDER_MODEL), self.stages)
@@ -97,6 +105,39 @@ class Experiment:
             self._check_buffered(has_correction=algorithm.correction is not None)
         object.__setattr__(self, "sites", tuple(self.sites))
         check_policies(self)
+        if self.privacy is not None:
+            self.privacy.check_local(
+                model_kind=self.model.kind, algorithm=self.algorithm.name, train=self.train
+            )
+            if self.run.checkpoint_every != 1 and self.privacy.mechanism != "local":
+                raise ExperimentError(
+                    ("run", "checkpoint_every"),
+                    "must be 1 with differential privacy: a resumed run repeats the rounds "
+                    "after its last checkpoint with fresh noise, spending privacy the "
+                    f"accountant would not see; got {self.run.checkpoint_every}",
+                )
+            needed = self.privacy.min_clients
+            if needed is not None and self.run.min_cohort < needed:
+                raise ExperimentError(
+                    ("run", "min_cohort"),
+                    f"must be at least privacy.min_clients = {needed}: every sum must carry "
+                    f"that many clients' noise shares, got {self.run.min_cohort}",
+                )
+            try:
+                self.privacy.stage(self.privacy_sampling())
+            except ValueError as error:
+                raise ExperimentError(("privacy",), str(error)) from None
+            self.privacy.check_plan(self.privacy_sampling(), self.run.rounds)
+
+    def privacy_sampling(self, population: int | None = None) -> Sampling:
+        """The run's cohort sampling as ``[privacy]``'s accountant sees it, over ``population``
+        clients (by default all of them; fewer when policies leave some out)."""
+        assert self.privacy is not None
+        return self.privacy.sampling(
+            clients=self.data.clients if population is None else population,
+            cohort=self.run.cohort,
+            rate=self.run.poisson,
+        )
 
     def _check_model_fits_task(self) -> None:
         data, model = self.data, self.model

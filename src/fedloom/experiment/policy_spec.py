@@ -26,6 +26,7 @@ the audit trail.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -87,14 +88,22 @@ def model_id(spec: ModelSpec) -> str:
 
 
 def run_terms(experiment: Experiment) -> RunTerms:
-    """What ``experiment`` asks of the sites. Planned ε comes from a DP stage once one ships;
-    until then runs plan no DP."""
+    """What ``experiment`` asks of the sites. The planned ε is the ``[privacy]`` budget's
+    ``max_epsilon``, which the run never exceeds; a private run without a budget promises no
+    bound (ε = ∞), and a run without ``[privacy]`` plans no DP."""
     secure = any(s.kind in SECURE_AGGREGATION_STAGES for s in experiment.stages)
     recipients = () if experiment.policy is None else experiment.policy.recipients
+    privacy = experiment.privacy
+    epsilon = delta = None
+    if privacy is not None:
+        epsilon = math.inf if privacy.max_epsilon is None else privacy.max_epsilon
+        delta = privacy.delta
     return RunTerms(
         algorithm=experiment.algorithm.name,
         model=model_id(experiment.model),
         secure_aggregation=secure,
+        epsilon=epsilon,
+        delta=delta,
         recipients=tuple(r for r in recipients if not any(ch in r for ch in "*?[")),
     )
 

@@ -22,6 +22,7 @@ from fedloom.experiment.data_spec import DataSpec, PartitionSpec
 from fedloom.experiment.devices_spec import DevicesSpec
 from fedloom.experiment.errors import ExperimentError, KeyPath, toml_syntax_error
 from fedloom.experiment.policy_spec import federation_policy, site_policy
+from fedloom.experiment.privacy_spec import PrivacySpec
 from fedloom.experiment.specs import (
     AlgorithmSpec,
     BufferedSpec,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 TOP_LEVEL = (
     "name", "description", "data", "model", "train", "algorithm", "stages", "run", "devices",
-    "policy", "sites",
+    "policy", "sites", "privacy",
 )  # fmt: skip
 """The keys of a run file's top level, in the order they are written."""
 
@@ -73,6 +74,7 @@ def parse(text: str, *, source: str, base_dir: Path | None) -> Experiment:
             devices=_devices(_table(document, ("devices",), optional=True), base_dir),
             policy=_policy(_table(document, ("policy",), optional=True)),
             sites=_sites(_required(document, (), "sites", default=[])),
+            privacy=_privacy(_table(document, ("privacy",), optional=True)),
             origin=Origin(source, text),
         )
     except ExperimentError as error:
@@ -170,6 +172,10 @@ def _sites(tables: Any) -> tuple[SitePolicy, ...]:
     return tuple(site_policy(table, index) for index, table in enumerate(tables))
 
 
+def _privacy(table: dict[str, Any] | None) -> PrivacySpec | None:
+    return None if table is None else PrivacySpec(**_fields(table, PrivacySpec))
+
+
 def dump(experiment: Experiment) -> str:
     """The experiment as run-file text."""
     head: dict[str, Any] = {"name": experiment.name}
@@ -187,6 +193,8 @@ def dump(experiment: Experiment) -> str:
         sections.append(tomli_w.dumps({"policy": _plain(experiment.policy)}))
     for site in experiment.sites:
         sections.append("[[sites]]\n" + tomli_w.dumps(_plain(site)))
+    if experiment.privacy is not None:
+        sections.append(tomli_w.dumps({"privacy": _plain(experiment.privacy)}))
     return "\n".join(sections)
 
 

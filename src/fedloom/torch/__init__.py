@@ -22,12 +22,14 @@ process, so use a numeric momentum in federated training.
 from __future__ import annotations
 
 from fedloom.torch.architectures import mlp
+from fedloom.torch.dpsgd import dp_sgd
 from fedloom.torch.model import TorchModel
 from fedloom.torch.training import local_sgd
 from fedloom.torch.vectors import module_layout, module_to_vector, vector_to_module
 
 __all__ = [
     "TorchModel",
+    "dp_sgd",
     "local_sgd",
     "mlp",
     "module_layout",
