@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fedloom.deploy.live import FederationLive
 from fedloom.deploy.training import training_config
 from fedloom.engine import RoundRecord, ServerState, train
 from fedloom.experiment import Experiment, ExperimentError, build
@@ -75,12 +76,14 @@ def serve(
     new: bool = False,
     on_round: RoundObserver | None = None,
     on_listening: Callable[[int, str], None] | None = None,
+    live: FederationLive | None = None,
 ) -> Outcome:
     """Train ``experiment`` on the sites that join; see the module docstring.
 
     ``resume`` names a run to continue; otherwise the newest unfinished run of this very
     experiment is continued unless ``new``. ``on_listening(port, run_id)`` is called once the
-    server accepts connections.
+    server accepts connections. ``live`` (for a dashboard) sees the server's sessions and
+    rounds while it serves.
     """
     built = build(experiment)
     sites = options.sites
@@ -119,9 +122,7 @@ def serve(
         if on_listening is not None:
             on_listening(executor.port, run_id)
         wanted = len(sites) if options.wait_for is None else options.wait_for
-        log.info("run %s: waiting for %d of %d sites", run_id, wanted, len(sites))
-        executor.wait_for_sites(wanted)
-        last = executor.traffic()
+        last = (0, 0)
 
         def record(round_record: RoundRecord, server_state: ServerState) -> None:
             nonlocal last
@@ -145,7 +146,12 @@ def serve(
             if on_round is not None:
                 on_round(round_record, server_state)
 
+        if live is not None:
+            live.attach(executor)
         try:
+            log.info("run %s: waiting for %d of %d sites", run_id, wanted, len(sites))
+            executor.wait_for_sites(wanted)
+            last = executor.traffic()
             history = train(
                 built.algorithm,
                 executor,
@@ -158,6 +164,9 @@ def serve(
         except BaseException:
             store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
             raise
+        finally:
+            if live is not None:
+                live.detach()
     store.finish(run_id, status="completed", stopped=history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)
 
