@@ -24,6 +24,7 @@ def test_ctrl_c_names_the_server_command_that_resumes_the_run(tmp_path: Path) ->
     output = server.output()
     assert f"`fedloom server {exp} --resume {server.run_id}`" in output, output
     assert "fedloom run --resume" not in output
-    assert "Traceback" not in output and "Task was destroyed" not in output
+    assert "Traceback" not in output
+    assert "Task was destroyed" not in output
     with RunStore.open(tmp_path / "runs" / "fedloom.db") as store:
         assert store.run(server.run_id).status == "interrupted"
