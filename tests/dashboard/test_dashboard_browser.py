@@ -215,3 +215,24 @@ def test_stopping_from_the_page_needs_the_token(browser: Any, store_path: Path) 
         assert TOKEN not in browser.page_source
     with RunStore.open_read_only(store_path) as store:
         assert store.stop_request(run_id, since="") is not None
+
+
+def test_a_deployed_run_names_its_sites_as_text(browser: Any, store_path: Path) -> None:
+    names = ["hospital-a", EVIL, "clinic-c", "lab-d"]
+    dropped = Rejection(1, "dropped out during the round")
+    with RunStore.open(store_path) as store:
+        rounds = [record(0, accuracy=0.5, loss=1.0, rejected=(dropped,))]
+        run_id = add_run(store, "deployed", rounds)
+        store.record_sites(run_id, names)
+    with running(DashboardConfig(store=store_path, port=0)) as url:
+        browser.get(url + f"runs/{run_id}")
+        wait_for(browser, lambda b: b.find_element(By.TAG_NAME, "body").get_attribute(
+            "data-rounds") == "1", "the run")  # fmt: skip
+        assert browser.find_element(By.ID, "clients-accepted").text == "hospital-a, clinic-c, lab-d"
+        row = browser.find_element(By.CSS_SELECTOR, '#clients-out tr[data-kind="dropped"]')
+        assert row.get_attribute("data-client") == "1"
+        assert row.find_element(By.TAG_NAME, "td").text == EVIL
+        facts = browser.find_element(By.CSS_SELECTOR, '#run-facts dd[data-fact="sites"]')
+        assert facts.text == ", ".join(names)
+        assert browser.title == "deployed · fedloom"
+        assert browser.find_elements(By.CSS_SELECTOR, "img, main script") == []
