@@ -1,6 +1,7 @@
 """`fedloom server --dashboard` with two site processes over mutual TLS on 127.0.0.1: the
 dashboard in the server's process shows the connected sites by the identity their certificates
-proved, the round in flight, and the run's rounds by site name; the federation finishes."""
+proved, the round in flight, and the run's rounds by site name; a stop from the dashboard with
+its token ends the run after a round, resumable."""
 
 from __future__ import annotations
 
@@ -29,10 +30,12 @@ from fedloom.store import RunStore
 from fedloom.transport import SessionView
 
 SITES = ["site-a", "site-b"]
+TOKEN = "dashboard-token-0123456789"
 
 
-def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def get(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> Any:
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
@@ -48,12 +51,12 @@ def until(read: Callable[[], Any], ok: Callable[[Any], bool], what: str, server:
 
 
 def test_dashboard_beside_the_server_shows_sites_and_rounds(tmp_path: Path) -> None:
-    text = experiment_text(clients=2, rounds=2, cohort=2, federated_eval=False)
+    text = experiment_text(clients=2, rounds=5, cohort=2, federated_eval=False)
     (tmp_path / "exp.toml").write_text(text)
     fed = federation(tmp_path / "fed", SITES)
     data = write_site_data(Experiment.from_toml(text), tmp_path / "data")
-    server = start_server(tmp_path, tmp_path / "exp.toml", fed, "--dashboard",
-                          "--dashboard-port", "0", "--deadline", "60")  # fmt: skip
+    server = start_server(tmp_path, tmp_path / "exp.toml", fed, "--dashboard", "--dashboard-port",
+                          "0", "--dashboard-token", TOKEN, "--deadline", "60")  # fmt: skip
     sites = []
     try:
         found = re.search(r"dashboard on (http://127\.0\.0\.1:\d+/)", server.output())
@@ -80,7 +83,7 @@ def test_dashboard_beside_the_server_shows_sites_and_rounds(tmp_path: Path) -> N
         progress = live["progress"]
         assert progress["run_id"] == server.run_id
         assert (progress["phase"], progress["expected"]) == ("train", 2)
-        assert 0 <= progress["round"] < 2
+        assert 0 <= progress["round"] < 5
         assert progress["received"] + progress["failed"] <= progress["sent"] <= 2
         assert progress["failed"] == 0
 
@@ -93,13 +96,21 @@ def test_dashboard_beside_the_server_shows_sites_and_rounds(tmp_path: Path) -> N
         assert rounds[0]["accepted"] == [0, 1]
         assert rounds[0]["accepted_sites"] == SITES
 
+        stopping = get(url + f"api/runs/{server.run_id}/stop", method="POST",
+                       headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        assert stopping["action"] == "stop"
         assert finish(server.process) == 0, server.output()
-        assert all(finish(s) == 0 for s in sites)
     finally:
-        stop(server.process, *sites)
+        stop(server.process, *sites)  # they wait for the server to come back
+    assert f"--resume {server.run_id}` with the same options" in server.output()
     with RunStore.open(tmp_path / "runs" / "fedloom.db") as store:
-        assert store.run(server.run_id).status == "completed"
-        assert len(store.rounds(server.run_id)) == 2
+        info = store.run(server.run_id)
+        assert info.status == "interrupted"
+        assert info.stopped.startswith("stopped on request (dashboard, client 127.0.0.1")
+        assert 1 <= len(store.rounds(server.run_id)) < 5
+        checkpoint = store.latest_checkpoint(server.run_id)
+        assert checkpoint is not None
+        assert checkpoint.state.round == info.rounds_done
 
 
 def test_an_insecure_site_is_shown_as_unverified() -> None:

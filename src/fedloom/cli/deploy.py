@@ -212,7 +212,14 @@ def server(
             hint = "no run had started"
         click.echo(f"\ninterrupted; {hint}", err=True)
         sys.exit(130)
-    click.echo(f"run {outcome.run_id} finished: {outcome.history.stopped}")
+    stopped = outcome.history.stopped
+    if stopped.startswith("stopped on request"):
+        click.echo(
+            f"run {outcome.run_id} {stopped}; `fedloom server {file} --resume {outcome.run_id}` "
+            "with the same options continues it"
+        )
+    else:
+        click.echo(f"run {outcome.run_id} finished: {stopped}")
 
 
 @contextmanager
