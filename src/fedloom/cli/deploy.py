@@ -237,6 +237,8 @@ def _dashboard(config: DashboardConfig | None) -> Iterator[FederationLive | None
         raise Refused(
             f"cannot serve the dashboard on {config.host}:{config.port}: {error.strerror}"
         ) from None
+    # Its errors still reach the log; its request lines would drown the sessions and rounds.
+    logging.getLogger("fedloom.dashboard").setLevel(logging.WARNING)
     click.echo(f"dashboard on {thread.url} (live sites and rounds; runs in {config.store})")
     sys.stdout.flush()
     with thread:
