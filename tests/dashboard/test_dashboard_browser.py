@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from dashboard_helpers import EVIL, TOKEN, add_run, experiment_text, record
 
-from fedloom.dashboard import DashboardConfig, InProcessLiveState, SiteStatus, running
+from fedloom.dashboard import (
+    DashboardConfig,
+    InProcessLiveState,
+    RoundProgress,
+    SiteStatus,
+    running,
+)
 from fedloom.engine.history import Rejection
 from fedloom.experiment import Experiment
 from fedloom.runner import run_experiment
@@ -215,3 +221,54 @@ def test_stopping_from_the_page_needs_the_token(browser: Any, store_path: Path) 
         assert TOKEN not in browser.page_source
     with RunStore.open_read_only(store_path) as store:
         assert store.stop_request(run_id, since="") is not None
+
+
+def test_a_deployed_run_names_its_sites_as_text(browser: Any, store_path: Path) -> None:
+    names = ["hospital-a", EVIL, "clinic-c", "lab-d"]
+    dropped = Rejection(1, "dropped out during the round")
+    with RunStore.open(store_path) as store:
+        rounds = [record(0, accuracy=0.5, loss=1.0, rejected=(dropped,))]
+        run_id = add_run(store, "deployed", rounds)
+        store.record_sites(run_id, names)
+    with running(DashboardConfig(store=store_path, port=0)) as url:
+        browser.get(url + f"runs/{run_id}")
+        wait_for(browser, lambda b: b.find_element(By.TAG_NAME, "body").get_attribute(
+            "data-rounds") == "1", "the run")  # fmt: skip
+        assert browser.find_element(By.ID, "clients-accepted").text == "hospital-a, clinic-c, lab-d"
+        row = browser.find_element(By.CSS_SELECTOR, '#clients-out tr[data-kind="dropped"]')
+        assert row.get_attribute("data-client") == "1"
+        assert row.find_element(By.TAG_NAME, "td").text == EVIL
+        facts = browser.find_element(By.CSS_SELECTOR, '#run-facts dd[data-fact="sites"]')
+        assert facts.text == ", ".join(names)
+        assert browser.title == "deployed · fedloom"
+        assert browser.find_elements(By.CSS_SELECTOR, "img, main script") == []
+
+
+class FixedLive:
+    """A LiveState that always tells the same: a deployed server's evaluation phase."""
+
+    def sites(self) -> list[SiteStatus]:
+        return [
+            SiteStatus(
+                site_id="site-a", identity="CN=site-a", address="ipv4:10.0.0.5:1",
+                connected_since=1.0e9, last_heartbeat=1.0e9, state="evaluating",
+            )
+        ]  # fmt: skip
+
+    def progress(self) -> RoundProgress:
+        return RoundProgress("r1", 4, expected=3, received=1, started=1.0e9, phase="evaluate",
+                             sent=2, failed=1)  # fmt: skip
+
+
+def test_a_deployed_servers_round_shows_tasks_sent_and_failed(
+    browser: Any, store_path: Path
+) -> None:
+    RunStore.open(store_path).close()  # an empty store
+    with running(DashboardConfig(store=store_path, port=0), live=FixedLive()) as url:
+        browser.get(url)
+        wait_for(browser, lambda b: b.find_element(By.TAG_NAME, "body").get_attribute(
+            "data-loaded") == "true", "the runs list")  # fmt: skip
+        assert browser.find_element(By.ID, "progress").text == (
+            "Round 4 of run r1: 1 of 3 evaluations received (2 sent, 1 failed)."
+        )
+        assert browser.find_element(By.CSS_SELECTOR, ".site-identity").text == "CN=site-a"

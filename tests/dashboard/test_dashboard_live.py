@@ -87,7 +87,8 @@ def test_the_api_reports_live_state_or_its_absence(store_path: Path) -> None:
     assert body["available"] is True
     assert [s["identity"] for s in body["sites"]] == ["CN=hospital-a"]
     assert body["progress"] == {"run_id": "r", "round": 2, "expected": 3, "received": 0,
-                                "started": 50.0}  # fmt: skip
+                                "started": 50.0, "phase": "train", "sent": None,
+                                "failed": 0}  # fmt: skip
     with running(DashboardConfig(store=store_path, port=0)) as url:
         _, body = get_json(url + "api/live")
     assert body["available"] is False

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fedloom.cli.ca import Refused, ca_dir_option, user_errors
+
+if TYPE_CHECKING:
+    from fedloom.dashboard import DashboardConfig
+    from fedloom.deploy import FederationLive
 
 SERVER_CERT = "server"
 
@@ -73,6 +80,19 @@ def _warn_insecure(who: str) -> None:
     help="Continue RUN (default: the newest unfinished run of this experiment).",
 )
 @click.option("--new", is_flag=True, help="Start a new run even if one is unfinished.")
+@click.option(
+    "--dashboard", "with_dashboard", is_flag=True,
+    help="Also serve the web dashboard (live sites and rounds, the run store) from this process.",
+)  # fmt: skip
+@click.option(
+    "--dashboard-host", default="127.0.0.1", show_default=True,
+    help="Dashboard address; anything but loopback needs --dashboard-token.",
+)  # fmt: skip
+@click.option("--dashboard-port", default=8765, show_default=True, help="Port; 0 picks one.")
+@click.option(
+    "--dashboard-token", envvar="FEDLOOM_DASHBOARD_TOKEN", default=None,
+    help="Dashboard access token (or FEDLOOM_DASHBOARD_TOKEN), as for `fedloom dashboard`.",
+)  # fmt: skip
 @click.option("--verbose", "-v", is_flag=True, help="Log sessions and rounds.")
 @user_errors
 def server(
@@ -91,10 +111,15 @@ def server(
     runs_dir: Path,
     resume: str | None,
     new: bool,
+    with_dashboard: bool,
+    dashboard_host: str,
+    dashboard_port: int,
+    dashboard_token: str | None,
     verbose: bool,
 ) -> None:
     """Coordinate a federation training the experiment FILE; sites join with `fedloom client`."""
     from fedloom.cli import STORE_FILE
+    from fedloom.dashboard import DashboardConfig
     from fedloom.deploy import ServerOptions, serve, site_names
     from fedloom.experiment import load_experiment
     from fedloom.pki import Federation, Verifier
@@ -102,6 +127,15 @@ def server(
     from fedloom.transport import ServerCredentials
 
     _logging(verbose)
+    dashboard_config = None
+    if with_dashboard:
+        try:
+            dashboard_config = DashboardConfig(
+                store=runs_dir / STORE_FILE, host=dashboard_host, port=dashboard_port,
+                token=dashboard_token,
+            )  # fmt: skip
+        except ValueError as error:
+            raise click.UsageError(f"--dashboard: {error}") from None
     experiment = load_experiment(file)
     fed = Federation(root)
     sites = site_names(allowlist or fed.allowlist)
@@ -130,7 +164,10 @@ def server(
     except ValueError as error:
         raise click.UsageError(str(error)) from None
 
+    started: list[str] = []
+
     def listening(port: int, run_id: str) -> None:
+        started.append(run_id)
         host = listen.rsplit(":", 1)[0]
         click.echo(
             f"listening on {host}:{port} for run {run_id} "
@@ -150,20 +187,62 @@ def server(
         sys.stdout.flush()
 
     runs_dir.mkdir(parents=True, exist_ok=True)
-    with RunStore.open(runs_dir / STORE_FILE) as store:
-        try:
-            outcome = serve(
-                experiment,
-                store,
-                options,
-                resume=resume,
-                new=new,
-                on_round=progress,
-                on_listening=listening,
+    try:
+        with RunStore.open(runs_dir / STORE_FILE) as store, _dashboard(dashboard_config) as live:
+            try:
+                outcome = serve(
+                    experiment,
+                    store,
+                    options,
+                    resume=resume,
+                    new=new,
+                    on_round=progress,
+                    on_listening=listening,
+                    live=live,
+                )
+            except OSError as error:
+                raise Refused(f"cannot serve on {listen}: {error}") from None
+    except KeyboardInterrupt:
+        if started:
+            hint = (
+                f"run {started[0]} can go on: `fedloom server {file} --resume {started[0]}` "
+                "with the same options continues it, and its sites reconnect on their own"
             )
-        except OSError as error:
-            raise Refused(f"cannot serve on {listen}: {error}") from None
-    click.echo(f"run {outcome.run_id} finished: {outcome.history.stopped}")
+        else:
+            hint = "no run had started"
+        click.echo(f"\ninterrupted; {hint}", err=True)
+        sys.exit(130)
+    stopped = outcome.history.stopped
+    if stopped.startswith("stopped on request"):
+        click.echo(
+            f"run {outcome.run_id} {stopped}; `fedloom server {file} --resume {outcome.run_id}` "
+            "with the same options continues it"
+        )
+    else:
+        click.echo(f"run {outcome.run_id} finished: {stopped}")
+
+
+@contextmanager
+def _dashboard(config: DashboardConfig | None) -> Iterator[FederationLive | None]:
+    """The dashboard beside the server when ``config`` asks for it (see fedloom.deploy.live)."""
+    if config is None:
+        yield None
+        return
+    from fedloom.deploy import DashboardThread, FederationLive
+
+    live = FederationLive()
+    try:
+        thread = DashboardThread(config, live)
+    except OSError as error:
+        raise Refused(
+            f"cannot serve the dashboard on {config.host}:{config.port}: {error.strerror}"
+        ) from None
+    # Its errors still reach the log; its request lines would drown the sessions and rounds.
+    logging.getLogger("fedloom.dashboard").setLevel(logging.WARNING)
+    click.echo(f"dashboard on {thread.url} (live sites and rounds; runs in {config.store})")
+    sys.stdout.flush()
+    with thread:
+        yield live
 
 
 @click.command()

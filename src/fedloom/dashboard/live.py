@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
+PHASES = ("train", "evaluate")
+
 
 @dataclass(frozen=True)
 class SiteStatus:
@@ -49,23 +51,42 @@ class SiteStatus:
 
 @dataclass(frozen=True)
 class RoundProgress:
-    """The round in flight: ``received`` of ``expected`` updates are in, since ``started``."""
+    """The round in flight: ``received`` of ``expected`` updates are in, since ``started``.
+
+    A deployed server also says which ``phase`` of the round it is in (``train``, or
+    ``evaluate`` for federated evaluation), how many of its tasks were ``sent`` to their sites
+    completely (None when not tracked) and how many ``failed`` (the site was not connected,
+    left, missed the deadline or refused the task).
+    """
 
     run_id: str | None
     round: int
     expected: int
     received: int
     started: float
+    phase: str = "train"
+    sent: int | None = None
+    failed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("round", "expected", "received"):
+        for name in ("round", "expected", "received", "failed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.received > self.expected:
+        if self.received + self.failed > self.expected:
+            also = f" plus {self.failed} failed" if self.failed else ""
             raise ValueError(
-                f"received must be at most expected ({self.expected}), got {self.received}"
+                f"received must be at most expected ({self.expected}), got {self.received}{also}"
             )
+        sent = self.sent
+        if sent is not None and (
+            isinstance(sent, bool) or not isinstance(sent, int) or not 0 <= sent <= self.expected
+        ):
+            raise ValueError(
+                f"sent must be None or an integer in [0, {self.expected}], got {sent!r}"
+            )
+        if self.phase not in PHASES:
+            raise ValueError(f"phase must be one of {list(PHASES)}, got {self.phase!r}")
         _check_time("started", self.started)
 
 

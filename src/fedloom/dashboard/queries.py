@@ -62,14 +62,16 @@ def find_run(store: RunStore, run_id: str) -> RunInfo:
 
 
 def run_detail(store: RunStore, run_id: str) -> Json:
-    """One run: its summary, seed and code version, its redacted configuration, and what its
-    rounds say about privacy and secure aggregation."""
+    """One run: its summary, seed and code version, its redacted configuration, a deployed run's
+    sites (client ``i`` is ``sites[i]``, the identity in its certificate; ``None`` for a
+    simulation), and what its rounds say about privacy and secure aggregation."""
     info = find_run(store, run_id)
     config = redacted_config(info.config, info.config_format)
     rounds = store.rounds(info.id)
     return run_summary(info) | {
         "seed": info.seed,
         "code_version": info.code_version,
+        "sites": store.sites(info.id) or None,
         "config": config,
         "privacy": privacy_summary(rounds, config),
         "secure_aggregation": secagg_summary(rounds),
@@ -79,7 +81,8 @@ def run_detail(store: RunStore, run_id: str) -> Json:
 def rounds_detail(store: RunStore, run_id: str, *, since: int = 0) -> Json:
     """A run's rounds numbered ``since`` or later, each with its participants and metrics."""
     info = find_run(store, run_id)
-    rounds = [round_json(r) for r in store.rounds(info.id) if r.round >= since]
+    sites = store.sites(info.id)
+    rounds = [round_json(r, sites) for r in store.rounds(info.id) if r.round >= since]
     return {"run": info.id, "status": info.status, "rounds_done": info.rounds_done,
             "rounds": rounds}  # fmt: skip
 
@@ -105,17 +108,27 @@ def comparison(store: RunStore, run_ids: Sequence[str], *, metric: str) -> Json:
     return {"metric": metric, "metrics": sorted(names), "runs": series}
 
 
-def round_json(record: RoundRecord) -> Json:
-    """One round: who took part, who dropped out, straggled or was rejected, and its metrics."""
+def round_json(record: RoundRecord, sites: Sequence[str] = ()) -> Json:
+    """One round: who took part, who dropped out, straggled or was rejected, and its metrics.
+
+    With a deployed run's ``sites`` (client ``i`` is ``sites[i]``), clients are also named:
+    ``accepted_sites`` and each entry's ``site``; both are ``null`` for a simulated run.
+    """
+
+    def name(client: int) -> str | None:
+        return sites[client] if 0 <= client < len(sites) else None
+
     groups: dict[str, list[Json]] = {"dropped": [], "straggled": [], "rejected": []}
     for rejection in record.rejected:
         groups[rejection_kind(rejection.reason)].append(
-            {"client": rejection.client, "reason": rejection.reason}
-        )
+            {"client": rejection.client, "site": name(rejection.client),
+             "reason": rejection.reason}
+        )  # fmt: skip
     return {
         "round": record.round,
         "cohort": len(record.cohort),
         "accepted": list(record.accepted),
+        "accepted_sites": [name(c) for c in record.accepted] if sites else None,
         **groups,
         "aborted": record.aborted,
         "seconds": finite(record.seconds),

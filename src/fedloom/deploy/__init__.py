@@ -1,11 +1,13 @@
 """Real deployments: ``fedloom server`` and ``fedloom client`` as Python functions.
 
 :func:`serve` trains an experiment with the sites that join over gRPC; :func:`join` takes part
-as one site with its own data and model. See ``docs/deployment.md``.
+as one site with its own data and model; :class:`FederationLive` and :class:`DashboardThread`
+serve the dashboard beside a server. See ``docs/deployment.md``.
 """
 
 from __future__ import annotations
 
+from fedloom.deploy.live import DashboardThread, FederationLive
 from fedloom.deploy.relay import RELAY_ALGORITHMS, RelayOptions, RelayProgram, relay
 from fedloom.deploy.server import ServerOptions, serve, site_names
 from fedloom.deploy.site import SiteData, SiteError, load_model, load_site_data, site_program
@@ -13,6 +15,8 @@ from fedloom.deploy.training import client_program, training_config
 
 __all__ = [
     "RELAY_ALGORITHMS",
+    "DashboardThread",
+    "FederationLive",
     "RelayOptions",
     "RelayProgram",
     "ServerOptions",

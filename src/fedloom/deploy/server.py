@@ -7,7 +7,9 @@ gRPC server, waits for sites, and trains with the unchanged engine through a
 that crossed the wire each way, and the run's population (client ``i`` is the site named
 ``sites[i]``, the identity in its certificate) is recorded so the participants of each round
 can be named. A killed server, started again with the same experiment, resumes the newest
-unfinished run of that experiment from its checkpoint; sites reconnect on their own.
+unfinished run of that experiment from its checkpoint; sites reconnect on their own. A stop
+request in the store (the dashboard's control action) is honoured as ``fedloom run`` honours
+it: after recording a round, the run is checkpointed and marked interrupted, to be resumed.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fedloom.deploy.live import FederationLive
 from fedloom.deploy.training import training_config
-from fedloom.engine import RoundRecord, ServerState, train
+from fedloom.engine import History, RoundRecord, ServerState, train
 from fedloom.experiment import Experiment, ExperimentError, build
 from fedloom.pki import Verifier, read_allowlist
 from fedloom.runner import Outcome, RoundObserver
 from fedloom.simulation import held_out_evaluation
-from fedloom.store import Checkpoint, RunStore, StoreError, code_version
+from fedloom.store import Checkpoint, RunStore, StopRequest, StoreError, code_version
+from fedloom.store.control import now_iso
 from fedloom.transport import MAX_CHUNK_BYTES, GrpcExecutor, ServerCredentials, ServiceConfig
 
 log = logging.getLogger("fedloom.server")
@@ -75,13 +79,16 @@ def serve(
     new: bool = False,
     on_round: RoundObserver | None = None,
     on_listening: Callable[[int, str], None] | None = None,
+    live: FederationLive | None = None,
 ) -> Outcome:
     """Train ``experiment`` on the sites that join; see the module docstring.
 
     ``resume`` names a run to continue; otherwise the newest unfinished run of this very
     experiment is continued unless ``new``. ``on_listening(port, run_id)`` is called once the
-    server accepts connections.
+    server accepts connections. ``live`` (for a dashboard) sees the server's sessions and
+    rounds while it serves.
     """
+    since = now_iso()  # stop requests made before this belonged to an earlier attempt
     built = build(experiment)
     sites = options.sites
     if experiment.devices is not None or experiment.run.executor != "inprocess":
@@ -119,9 +126,8 @@ def serve(
         if on_listening is not None:
             on_listening(executor.port, run_id)
         wanted = len(sites) if options.wait_for is None else options.wait_for
-        log.info("run %s: waiting for %d of %d sites", run_id, wanted, len(sites))
-        executor.wait_for_sites(wanted)
-        last = executor.traffic()
+        last = (0, 0)
+        records: list[RoundRecord] = []
 
         def record(round_record: RoundRecord, server_state: ServerState) -> None:
             nonlocal last
@@ -131,9 +137,11 @@ def serve(
             round_record = replace(round_record, metrics={**round_record.metrics, **wire})
             checkpoint = None
             final = server_state.round == built.schedule.rounds
-            if server_state.round % built.checkpoint_every == 0 or final:
+            request = None if final else store.stop_request(run_id, since=since)
+            if server_state.round % built.checkpoint_every == 0 or final or request is not None:
                 checkpoint = Checkpoint(server_state, {})
             store.record_round(run_id, round_record, checkpoint=checkpoint)
+            records.append(round_record)
             names = [sites[c] for c in round_record.accepted]
             log.info(
                 "round %d: %d/%d took part (%s)",
@@ -144,8 +152,15 @@ def serve(
             )
             if on_round is not None:
                 on_round(round_record, server_state)
+            if request is not None:
+                raise _StopRequested(request, server_state)
 
+        if live is not None:
+            live.attach(executor)
         try:
+            log.info("run %s: waiting for %d of %d sites", run_id, wanted, len(sites))
+            executor.wait_for_sites(wanted)
+            last = executor.traffic()
             history = train(
                 built.algorithm,
                 executor,
@@ -155,11 +170,31 @@ def serve(
                 state=state,
                 on_round=record,
             )
+        except _StopRequested as stop:  # the sites keep trying: a restarted server resumes
+            request, params = stop.request, stop.state.params
+            stopped = f"stopped on request ({request.origin}, {request.requested})"
+            store.finish(run_id, status="interrupted", stopped=stopped)
+            log.info("run %s: %s", run_id, stopped)
+            layout = built.algorithm.work.model.layout
+            history = History(tuple(records), params, layout, stopped)
+            executor.close("the run was stopped on request", finished=False)
+            return Outcome(run_id, history, time.perf_counter() - started)
         except BaseException:
             store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
             raise
+        finally:
+            if live is not None:
+                live.detach()
     store.finish(run_id, status="completed", stopped=history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)
+
+
+class _StopRequested(Exception):
+    """Raised between rounds when someone asked the store to stop this run."""
+
+    def __init__(self, request: StopRequest, state: ServerState) -> None:
+        super().__init__(f"stop requested by {request.origin}")
+        self.request, self.state = request, state
 
 
 def _open_run(

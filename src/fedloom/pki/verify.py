@@ -30,10 +30,12 @@ from fedloom.pki.errors import CertificateRefused, PkiError
 
 @dataclass(frozen=True)
 class Identity:
-    """A verified site: its name (the certificate's CN) and certificate serial number."""
+    """A verified site: its name (the certificate's CN), certificate serial number and full
+    subject (RFC 4514, e.g. ``CN=hospital-a``)."""
 
     site: str
     serial: int
+    subject: str = ""
 
 
 class Verifier:
@@ -79,7 +81,7 @@ class Verifier:
             )
         if site not in self.allowlist():
             raise CertificateRefused(f"site {site!r} is not on the federation's allow-list")
-        return Identity(site, cert.serial_number)
+        return Identity(site, cert.serial_number, cert.subject.rfc4514_string())
 
 
 def site_of(pem: bytes, ca_pem: bytes, *, now: dt.datetime | None = None) -> str:

@@ -13,17 +13,21 @@ from fedloom.transport.config import StageOptions, TrainingConfig
 from fedloom.transport.executor import GrpcExecutor, ServerCredentials
 from fedloom.transport.server import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, ServiceConfig
 from fedloom.transport.site import Backoff, Program, Site, SiteCredentials, SiteRefused
+from fedloom.transport.view import FederationView, RoundView, SessionView
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "MAX_CHUNK_BYTES",
     "PROTOCOL_VERSION",
     "Backoff",
+    "FederationView",
     "GrpcExecutor",
     "Program",
     "ProtocolError",
+    "RoundView",
     "ServerCredentials",
     "ServiceConfig",
+    "SessionView",
     "Site",
     "SiteCredentials",
     "SiteRefused",

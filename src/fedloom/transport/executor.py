@@ -11,9 +11,11 @@ are unaffected, and the engine's minimum cohort decides whether the round counts
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -27,6 +29,7 @@ from fedloom.transport.codec import chunks, headers, stage_config_to_pb
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.server import FederationService, ServiceConfig, server_options
 from fedloom.transport.session import Session
+from fedloom.transport.view import FederationView, RoundCounter, SessionView
 
 log = logging.getLogger("fedloom.transport")
 T = TypeVar("T")
@@ -65,6 +68,8 @@ class GrpcExecutor:
         self.deadline = deadline
         self.states: dict[int, ClientState] = {}
         self._ids = itertools.count(1)
+        self._round: RoundCounter | None = None
+        self._last_round = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="fedloom-grpc", daemon=True
@@ -95,6 +100,21 @@ class GrpcExecutor:
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         return self._call(self._run(tasks))
 
+    def snapshot(self, timeout: float = 2.0) -> FederationView | None:
+        """The connected sites and the round in flight, read on the server's loop; callable from
+        any thread. None once the server is closed; TimeoutError if the loop does not answer
+        within ``timeout`` seconds (it never waits on anything, so it should)."""
+        if self._server is None:
+            return None
+        future = asyncio.run_coroutine_threadsafe(self._snapshot(), self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(
+                f"the gRPC server's loop did not answer within {timeout:g} s"
+            ) from None
+
     def close(self, reason: str = "the run is over", *, finished: bool = True) -> None:
         """Stop the server and its loop; with ``finished``, first tell every site the run is
         over (they exit), otherwise only that the server is going (they reconnect later)."""
@@ -108,7 +128,12 @@ class GrpcExecutor:
     # ---- on the loop ----
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result()
+        except BaseException:  # Ctrl-C while waiting: cancel the work on the loop too
+            future.cancel()
+            raise
 
     async def _make_service(self) -> FederationService:
         return FederationService(self.config)
@@ -152,10 +177,48 @@ class GrpcExecutor:
             return False
         return True
 
-    async def _run(self, tasks: Sequence[Task]) -> list[Reply]:
-        return list(await asyncio.gather(*(self._one(task) for task in tasks)))
+    async def _snapshot(self) -> FederationView:
+        loop = asyncio.get_running_loop()
+        wall, now = time.time(), loop.time()
+        sites = tuple(
+            SessionView(
+                site=s.site,
+                subject=s.subject,
+                serial=s.serial,
+                peer=s.peer,
+                connected_at=s.connected_at,
+                last_heard=wall - (now - s.last_seen) if s.last_seen else None,
+                tasks=tuple(p.kind for p in s.pending.values()),
+            )
+            for s in self.service.sessions.values()
+            if s.closed is None
+        )
+        counter = self._round
+        return FederationView(self.config.run, sites, None if counter is None else counter.view())
 
-    async def _one(self, task: Task) -> Reply:
+    async def _run(self, tasks: Sequence[Task]) -> list[Reply]:
+        training = [t for t in tasks if isinstance(t, TrainTask)]
+        if training:
+            self._last_round = training[0].broadcast.round
+        counter = RoundCounter(
+            self._last_round, "train" if training else "evaluate", len(tasks), time.time()
+        )
+        self._round = counter
+        try:
+            return list(await asyncio.gather(*(self._counted(task, counter) for task in tasks)))
+        finally:
+            if self._round is counter:
+                self._round = None
+
+    async def _counted(self, task: Task, counter: RoundCounter) -> Reply:
+        reply = await self._one(task, counter)
+        if isinstance(reply, Failure):
+            counter.failed += 1
+        else:
+            counter.replied += 1
+        return reply
+
+    async def _one(self, task: Task, counter: RoundCounter) -> Reply:
         sites = self.config.sites
         if not 0 <= task.client < len(sites):
             return Failure(f"client {task.client} is not in the population of {len(sites)} sites")
@@ -169,7 +232,7 @@ class GrpcExecutor:
             return Failure(f"site {site}: certificate revoked")
         task_id = next(self._ids)
         future = session.expect(task_id, "train" if isinstance(task, TrainTask) else "evaluate")
-        session.send(self._messages(task_id, task, session))
+        session.send(self._messages(task_id, task, session, counter))
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.deadline)
         except TimeoutError:
@@ -179,7 +242,9 @@ class GrpcExecutor:
             )
             return Failure(f"site {site} did not answer within {self.deadline:g} s")
 
-    def _messages(self, task_id: int, task: Task, session: Session) -> Iterator[pb.ServerMessage]:
+    def _messages(
+        self, task_id: int, task: Task, session: Session, counter: RoundCounter
+    ) -> Iterator[pb.ServerMessage]:
         size = self.config.chunk_bytes
         if isinstance(task, TrainTask):
             b = task.broadcast
@@ -203,3 +268,4 @@ class GrpcExecutor:
                 if session.closed is not None:
                     return
                 yield pb.ServerMessage(chunk=chunk)
+        counter.sent += 1  # resumed after the last message was written to the stream

@@ -119,7 +119,7 @@ class FederationService:
     ) -> None:
         peer = context.peer()
         try:
-            site, serial = await self._authenticate(requests, context, peer)
+            site, serial, subject = await self._authenticate(requests, context, peer)
         except _Refused as refused:
             log.warning("refused %s: %s", peer, refused.reason)
             await context.abort(refused.code, refused.reason)
@@ -128,6 +128,8 @@ class FederationService:
             site,
             peer,
             serial=serial,
+            subject=subject,
+            connected_at=time.time(),
             max_length=self.config.layout.size,
             chunk_bytes=self.config.chunk_bytes,
             traffic=self.traffic,
@@ -163,9 +165,10 @@ class FederationService:
 
     async def _authenticate(
         self, requests: AsyncIterator[pb.SiteMessage], context: grpc.aio.ServicerContext, peer: str
-    ) -> tuple[str, int | None]:
+    ) -> tuple[str, int | None, str | None]:
         identity: str | None = None
         serial: int | None = None
+        subject: str | None = None
         verifier = self.config.verifier
         if verifier is not None:
             pems = context.auth_context().get("x509_pem_cert") or []
@@ -174,6 +177,7 @@ class FederationService:
             try:
                 verified = verifier.verify(pems[0])
                 identity, serial = verified.site, verified.serial
+                subject = verified.subject or f"CN={identity}"
             except CertificateRefused as error:
                 raise _Refused(grpc.StatusCode.PERMISSION_DENIED, error.reason) from None
             except PkiError as error:
@@ -216,7 +220,7 @@ class FederationService:
                 f"site {identity}'s model ({describe_layout(theirs)}) differs from the run's "
                 f"({describe_layout(self._layout)}); build the model the experiment describes",
             )
-        return identity, serial
+        return identity, serial, subject
 
     def revoked(self, session: Session) -> bool:
         """Whether ``session``'s certificate has been revoked since it connected."""

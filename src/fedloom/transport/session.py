@@ -51,6 +51,10 @@ class Session:
     traffic: Traffic
     serial: int | None = None
     """The serial number of the site's certificate (None on an insecure server)."""
+    subject: str | None = None
+    """The subject of the site's certificate (None on an insecure server)."""
+    connected_at: float = 0.0
+    """When the site joined, in Unix seconds."""
     outgoing: asyncio.Queue[Outgoing | None] = field(default_factory=asyncio.Queue)
     pending: dict[int, _Pending] = field(default_factory=dict)
     cancelled: set[int] = field(default_factory=set)

@@ -9,6 +9,12 @@
   const rounds = new Map(); // round number -> round JSON
   let pollSeconds = 2;
   let control = false;
+  let sites = null; // a deployed run's site names by client index (its certificates' identities)
+
+  // A client as shown: its site's name in a deployed run, else its index in the population.
+  function clientLabel(client) {
+    return sites !== null && typeof sites[client] === "string" ? sites[client] : String(client);
+  }
 
   function metricSeries(names, list) {
     return names
@@ -26,6 +32,8 @@
       ["created", run.created], ["finished", run.finished || "–"],
       ["duration", run.duration === null ? "–" : run.duration.toFixed(1) + " s"],
       ["stopped", run.stopped || "–"], ["code", run.code_version]];
+    sites = Array.isArray(run.sites) ? run.sites : null;
+    if (sites !== null) facts.push(["sites", sites.join(", ")]);
     document.getElementById("run-facts").replaceChildren(...facts.flatMap(([k, v]) =>
       [el("dt", {}, k), el("dd", { "data-fact": k }, v)]));
     document.getElementById("config").textContent = run.config === null
@@ -89,12 +97,12 @@
   function renderClients(r) {
     document.getElementById("clients-round").textContent = String(r.round);
     document.getElementById("clients-accepted").textContent =
-      r.accepted.length ? r.accepted.join(", ") : "none";
+      r.accepted.length ? r.accepted.map(clientLabel).join(", ") : "none";
     const rows = [];
     for (const kind of ["dropped", "straggled", "rejected"]) {
       for (const c of r[kind]) {
-        rows.push(el("tr", { "data-kind": kind }, el("td", {}, String(c.client)),
-          el("td", {}, kind), el("td", {}, c.reason)));
+        rows.push(el("tr", { "data-kind": kind, "data-client": c.client },
+          el("td", {}, clientLabel(c.client)), el("td", {}, kind), el("td", {}, c.reason)));
       }
     }
     document.querySelector("#clients-out tbody").replaceChildren(...rows);

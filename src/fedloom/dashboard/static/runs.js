@@ -25,14 +25,24 @@
     return (Math.max(0, now - then)).toFixed(1) + " s ago";
   }
 
+  // "Round 3 of run R: 1 of 2 updates received (2 sent, 0 failed)." A deployed server also
+  // reports its tasks sent and failed, and the evaluation phase of a round.
+  function progressText(p) {
+    const what = p.phase === "evaluate" ? "evaluations" : "updates";
+    const more = [];
+    if (typeof p.sent === "number") more.push(`${p.sent} sent`);
+    if (typeof p.sent === "number" || p.failed) more.push(`${p.failed} failed`);
+    return `Round ${p.round}${p.run_id ? " of run " + p.run_id : ""}: ` +
+      `${p.received} of ${p.expected} ${what} received` +
+      (more.length ? ` (${more.join(", ")})` : "") + ".";
+  }
+
   function renderLive(live) {
     const section = document.getElementById("federation");
     section.hidden = !live.available;
     if (!live.available) return;
     const p = live.progress;
-    document.getElementById("progress").textContent = p === null
-      ? "No round in flight."
-      : `Round ${p.round}${p.run_id ? " of run " + p.run_id : ""}: ${p.received} of ${p.expected} updates received.`;
+    document.getElementById("progress").textContent = p === null ? "No round in flight." : progressText(p);
     document.querySelector("#sites tbody").replaceChildren(...live.sites.map((s) =>
       el("tr", { "data-site": s.site_id },
         el("td", {}, s.site_id), el("td", { class: "site-identity" }, s.identity),
