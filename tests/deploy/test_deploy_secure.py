@@ -34,16 +34,19 @@ STAGE = """
 [[stages]]
 kind = "secure_sum"
 clip = 100.0
+bits = {bits}
 dropout_rate = {dropout}
 corrupt_fraction = {corrupt}
 """
 
 
-def secure_experiment(sites: int, rounds: int, dropout: float, corrupt: float) -> str:
+def secure_experiment(
+    sites: int, rounds: int, dropout: float, corrupt: float, bits: int = 32
+) -> str:
     text = experiment_text(
         clients=sites, rounds=rounds, cohort=sites, min_cohort=2, federated_eval=False
     )
-    return text + STAGE.format(dropout=dropout, corrupt=corrupt)
+    return text + STAGE.format(dropout=dropout, corrupt=corrupt, bits=bits)
 
 
 def deploy(
@@ -73,7 +76,8 @@ def deploy(
 
 def test_secure_grpc_run_equals_simulation(tmp_path: Path) -> None:
     sites = ["site-a", "site-b", "site-c"]
-    text = secure_experiment(3, rounds=2, dropout=0.0, corrupt=0.0)
+    # A 24-bit ring: masked inputs travel packed to 3 bytes an entry.
+    text = secure_experiment(3, rounds=2, dropout=0.0, corrupt=0.0, bits=24)
     run_id, codes = deploy(tmp_path, text, sites, {})
     assert codes == [0, 0, 0]
     with RunStore.open(tmp_path / "sim.db") as sim_store:
@@ -89,11 +93,13 @@ def test_secure_grpc_run_equals_simulation(tmp_path: Path) -> None:
         assert deployed.aborted is None
         assert deployed.accepted == local.accepted == (0, 1, 2)
         assert deployed.metrics["secagg.total_weight"] == local.metrics["secagg.total_weight"]
-        # Each site sends its masked input (size + 1 entries of 32 bits) once, in chunks.
+        # Each site sends its masked input (size + 1 entries of 24 bits) once, in chunks.
         masked = deployed.metrics["wire_bytes_up.secagg.mask"]
-        assert 3 * 4 * (size + 1) < masked < 3 * 4 * (size + 1) + 600
-        # Round 0 brings down the parameters: at least one float32 copy per site.
+        assert 3 * 3 * (size + 1) < masked < 3 * 3 * (size + 1) + 600
+        # Round 0 brings down the parameters, a float32 copy per site; only keys go up (no
+        # update ever reaches the server).
         assert deployed.metrics["wire_bytes_down.secagg.advertise"] > 3 * 4 * size
+        assert deployed.metrics["wire_bytes_up.secagg.advertise"] < 3 * 100
         phases = sum(
             deployed.metrics[f"wire_bytes_{way}.secagg.{p}"]
             for way in ("down", "up")
