@@ -165,13 +165,14 @@ def start_site(
     *args: str,
     model: str = "site_models:digits_softmax",
     cert: Path | None = None,
+    launcher: Sequence[str] = ("-m", "fedloom"),
 ) -> subprocess.Popen[str]:
+    """``launcher`` runs the ``fedloom`` command (a script that wraps it, say)."""
     log = (cwd / f"site-{site}-{time.monotonic_ns()}.log").open("w")
     return subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "fedloom",
+            *launcher,
             "client",
             "--server",
             f"127.0.0.1:{port}",

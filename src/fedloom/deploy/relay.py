@@ -154,6 +154,7 @@ def relay(
         prepare=prepare,
         credentials=upstream_credentials,
         give_up_after=give_up_after,
+        secure=False,  # a relay would see its region's updates: it refuses secure aggregation
     )
     try:
         return site.run()

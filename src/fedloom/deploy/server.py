@@ -4,12 +4,14 @@
 does (the server's data provides only the model's shape and the held-out test set), opens a
 gRPC server, waits for sites, and trains with the unchanged engine through a
 :class:`~fedloom.transport.GrpcExecutor`. Every round goes to the run store with the bytes
-that crossed the wire each way, and the run's population (client ``i`` is the site named
-``sites[i]``, the identity in its certificate) is recorded so the participants of each round
-can be named. A killed server, started again with the same experiment, resumes the newest
-unfinished run of that experiment from its checkpoint; sites reconnect on their own. A stop
-request in the store (the dashboard's control action) is honoured as ``fedloom run`` honours
-it: after recording a round, the run is checkpointed and marked interrupted, to be resumed.
+that crossed the wire each way (with secure aggregation, also each way in each of its protocol
+rounds: ``wire_bytes_down.secagg.mask`` and so on), and the run's population (client ``i`` is
+the site named ``sites[i]``, the identity in its certificate) is recorded so the participants
+of each round can be named. A killed server, started again with the same experiment, resumes
+the newest unfinished run of that experiment from its checkpoint; sites reconnect on their own.
+A stop request in the store (the dashboard's control action) is honoured as ``fedloom run``
+honours it: after recording a round, the run is checkpointed and marked interrupted, to be
+resumed.
 """
 
 from __future__ import annotations
@@ -127,13 +129,20 @@ def serve(
             on_listening(executor.port, run_id)
         wanted = len(sites) if options.wait_for is None else options.wait_for
         last = (0, 0)
+        last_phases: dict[str, tuple[int, int]] = {}
         records: list[RoundRecord] = []
 
         def record(round_record: RoundRecord, server_state: ServerState) -> None:
-            nonlocal last
+            nonlocal last, last_phases
             down, up = executor.traffic()
             wire = {"wire_bytes_down": float(down - last[0]), "wire_bytes_up": float(up - last[1])}
             last = (down, up)
+            phases = executor.phase_traffic()
+            for phase, (phase_down, phase_up) in phases.items():
+                before = last_phases.get(phase, (0, 0))
+                wire[f"wire_bytes_down.secagg.{phase}"] = float(phase_down - before[0])
+                wire[f"wire_bytes_up.secagg.{phase}"] = float(phase_up - before[1])
+            last_phases = phases
             round_record = replace(round_record, metrics={**round_record.metrics, **wire})
             checkpoint = None
             final = server_state.round == built.schedule.rounds
@@ -161,6 +170,7 @@ def serve(
             log.info("run %s: waiting for %d of %d sites", run_id, wanted, len(sites))
             executor.wait_for_sites(wanted)
             last = executor.traffic()
+            last_phases = executor.phase_traffic()
             history = train(
                 built.algorithm,
                 executor,

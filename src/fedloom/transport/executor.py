@@ -6,6 +6,12 @@ that loop, sends each to its site's stream (vectors in chunks) and waits for the
 with the round's deadline. A site that is not connected, disconnects, breaks the protocol or
 misses the deadline answers :class:`~fedloom.engine.tasks.Failure` naming the site; the others
 are unaffected, and the engine's minimum cohort decides whether the round counts.
+
+:meth:`GrpcExecutor.run_secure` carries secure aggregation's four rounds the same way (see
+:mod:`fedloom.engine.secure_rounds`, which drives them unchanged): each typed request becomes one
+protobuf message (:mod:`fedloom.transport.secure_codec`), each site answers from the same client
+code the simulators run, and a site that is gone or silent in some round is that round's
+dropout. The bytes each protocol round moves are counted apart (:meth:`phase_traffic`).
 """
 
 from __future__ import annotations
@@ -16,20 +22,26 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
-from fedloom.core.messages import ClientState
-from fedloom.engine.tasks import EvaluateTask, Failure, Reply, Task, TrainTask
+from fedloom.core.layout import Vector
+from fedloom.core.messages import Broadcast, ClientResult, ClientState
+from fedloom.engine.secure_rounds import SecureTaskKind
+from fedloom.engine.tasks import EvaluateTask, Evaluation, Failure, Reply, Task, TrainTask
+from fedloom.secagg.messages import MaskingRequest, SecureReply, SecureTrainTask, Setup
 from fedloom.transport.codec import chunks, headers, stage_config_to_pb
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
+from fedloom.transport.secure_codec import phase_of, request_to_pb, setup_to_pb
 from fedloom.transport.server import FederationService, ServiceConfig, server_options
-from fedloom.transport.session import Session
+from fedloom.transport.session import Answer, Session
 from fedloom.transport.view import FederationView, RoundCounter, SessionView
+
+MessagesFor = Callable[[int, Session], Iterator[pb.ServerMessage]]
 
 log = logging.getLogger("fedloom.transport")
 T = TypeVar("T")
@@ -70,6 +82,8 @@ class GrpcExecutor:
         self._ids = itertools.count(1)
         self._round: RoundCounter | None = None
         self._last_round = 0
+        self._setup: Setup | None = None
+        self._phases: dict[str, list[int]] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="fedloom-grpc", daemon=True
@@ -89,6 +103,12 @@ class GrpcExecutor:
     def traffic(self) -> tuple[int, int]:
         """Bytes sent down to sites and up from them so far (gRPC frames)."""
         return self.service.traffic.down, self.service.traffic.up
+
+    def phase_traffic(self) -> dict[str, tuple[int, int]]:
+        """Bytes down and up so far in each secure aggregation round (``advertise``, ``share``,
+        ``mask``, ``unmask``), gRPC frames as :meth:`traffic` counts them; also in
+        :meth:`traffic`'s totals."""
+        return {phase: (down, up) for phase, (down, up) in self._phases.items()}
 
     def connected(self) -> list[str]:
         return self._call(self._connected())
@@ -114,6 +134,11 @@ class GrpcExecutor:
             raise TimeoutError(
                 f"the gRPC server's loop did not answer within {timeout:g} s"
             ) from None
+
+    def run_secure(self, tasks: Sequence[SecureTaskKind]) -> list[SecureReply | Failure]:
+        """One round of secure aggregation's tasks on their sites: one reply per task, in
+        order, a :class:`Failure` for a site that is gone, fails or misses the deadline."""
+        return self._call(self._run_secure(tasks))
 
     def close(self, reason: str = "the run is over", *, finished: bool = True) -> None:
         """Stop the server and its loop; with ``finished``, first tell every site the run is
@@ -219,10 +244,62 @@ class GrpcExecutor:
         return reply
 
     async def _one(self, task: Task, counter: RoundCounter) -> Reply:
+        kind = "train" if isinstance(task, TrainTask) else "evaluate"
+        answer = await self._dispatch(
+            task.client,
+            kind,
+            lambda task_id, session: self._messages(task_id, task, session, counter),
+        )
+        assert isinstance(answer, ClientResult | Evaluation | Failure)
+        return answer
+
+    async def _run_secure(self, tasks: Sequence[SecureTaskKind]) -> list[SecureReply | Failure]:
+        if not tasks:
+            return []
+        first = tasks[0]
+        if isinstance(first, SecureTrainTask):
+            self._setup = first.setup
+        phase = phase_of(first)
+        down, up = self.service.traffic.down, self.service.traffic.up
+        answers = await asyncio.gather(*(self._secure_one(task) for task in tasks))
+        counted = self._phases.setdefault(phase, [0, 0])
+        counted[0] += self.service.traffic.down - down
+        counted[1] += self.service.traffic.up - up
+        return list(answers)
+
+    async def _secure_one(self, task: SecureTaskKind) -> SecureReply | Failure:
+        if isinstance(task, SecureTrainTask):
+            answer = await self._dispatch(
+                task.client,
+                "advertise",
+                lambda task_id, session: self._secure_train(task_id, task, session),
+            )
+        else:
+            setup = self._setup
+            if setup is None:
+                return Failure("a secure aggregation request before any round started")
+            masked = (setup.dims + 1, setup.bits)
+            answer = await self._dispatch(
+                task.client,
+                phase_of(task),
+                lambda task_id, session: iter([request_to_pb(task_id, task)]),
+                masked=masked if isinstance(task.request, MaskingRequest) else None,
+            )
+        assert not isinstance(answer, ClientResult | Evaluation)
+        return answer
+
+    async def _dispatch(
+        self,
+        client: int,
+        kind: str,
+        messages: MessagesFor,
+        *,
+        masked: tuple[int, int] | None = None,
+    ) -> Answer:
         sites = self.config.sites
-        if not 0 <= task.client < len(sites):
-            return Failure(f"client {task.client} is not in the population of {len(sites)} sites")
-        site = sites[task.client]
+        if not 0 <= client < len(sites):
+            return Failure(f"client {client} is not in the population of {len(sites)} sites")
+        site = sites[client]
         session = self.service.sessions.get(site)
         if session is None or session.closed is not None:
             return Failure(f"site {site} is not connected")
@@ -231,8 +308,8 @@ class GrpcExecutor:
             session.close("certificate revoked")
             return Failure(f"site {site}: certificate revoked")
         task_id = next(self._ids)
-        future = session.expect(task_id, "train" if isinstance(task, TrainTask) else "evaluate")
-        session.send(self._messages(task_id, task, session, counter))
+        future = session.expect(task_id, kind, masked=masked)
+        session.send(messages(task_id, session))
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.deadline)
         except TimeoutError:
@@ -242,30 +319,54 @@ class GrpcExecutor:
             )
             return Failure(f"site {site} did not answer within {self.deadline:g} s")
 
+    def _secure_train(
+        self, task_id: int, task: SecureTrainTask, session: Session
+    ) -> Iterator[pb.ServerMessage]:
+        b = task.broadcast
+        vectors = [("params", b.params), *b.extras.items()]
+        yield pb.ServerMessage(
+            secure_train=pb.SecureTrainTask(
+                train=self._train_pb(task_id, b, vectors),
+                client=task.client,
+                setup=setup_to_pb(task.setup),
+            )
+        )
+        yield from self._chunks(task_id, vectors, session)
+
+    @staticmethod
+    def _train_pb(
+        task_id: int, b: Broadcast, vectors: Sequence[tuple[str, Vector]]
+    ) -> pb.TrainTask:
+        return pb.TrainTask(
+            task=task_id,
+            round=b.round,
+            seed=b.seed,
+            max_steps=b.max_steps or 0,
+            stage_config=stage_config_to_pb(b.stage_config),
+            vectors=headers(vectors),
+        )
+
+    def _chunks(
+        self, task_id: int, vectors: Sequence[tuple[str, Vector]], session: Session
+    ) -> Generator[pb.ServerMessage, None, bool]:
+        """The vectors' chunks; returns whether all were produced (False: the site left)."""
+        for _, vector in vectors:
+            for chunk in chunks(task_id, vector, self.config.chunk_bytes):
+                if session.closed is not None:
+                    return False
+                yield pb.ServerMessage(chunk=chunk)
+        return True
+
     def _messages(
         self, task_id: int, task: Task, session: Session, counter: RoundCounter
     ) -> Iterator[pb.ServerMessage]:
-        size = self.config.chunk_bytes
         if isinstance(task, TrainTask):
             b = task.broadcast
             vectors = [("params", b.params), *b.extras.items()]
-            yield pb.ServerMessage(
-                train=pb.TrainTask(
-                    task=task_id,
-                    round=b.round,
-                    seed=b.seed,
-                    max_steps=b.max_steps or 0,
-                    stage_config=stage_config_to_pb(b.stage_config),
-                    vectors=headers(vectors),
-                )
-            )
+            yield pb.ServerMessage(train=self._train_pb(task_id, b, vectors))
         else:
             assert isinstance(task, EvaluateTask)
             vectors = [("params", task.params)]
             yield pb.ServerMessage(evaluate=pb.EvaluateTask(task=task_id, vectors=headers(vectors)))
-        for _, vector in vectors:
-            for chunk in chunks(task_id, vector, size):
-                if session.closed is not None:
-                    return
-                yield pb.ServerMessage(chunk=chunk)
-        counter.sent += 1  # resumed after the last message was written to the stream
+        if (yield from self._chunks(task_id, vectors, session)):
+            counter.sent += 1  # resumed after the last message was written to the stream

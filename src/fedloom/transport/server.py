@@ -32,6 +32,7 @@ from fedloom.transport.codec import (
 )
 from fedloom.transport.config import TrainingConfig
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
+from fedloom.transport.secure_codec import FEATURE
 from fedloom.transport.session import Session, Traffic
 
 log = logging.getLogger("fedloom.transport")
@@ -90,6 +91,7 @@ class FederationService:
         self.changed = asyncio.Event()
         self._layout = layout_key(config.layout)
         self._welcome = config_to_pb(config.training)
+        self._secure = any(s.kind == "secure_sum" for s in config.training.stages)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -119,7 +121,7 @@ class FederationService:
     ) -> None:
         peer = context.peer()
         try:
-            site, serial, subject = await self._authenticate(requests, context, peer)
+            site, serial, subject, features = await self._authenticate(requests, context, peer)
         except _Refused as refused:
             log.warning("refused %s: %s", peer, refused.reason)
             await context.abort(refused.code, refused.reason)
@@ -130,6 +132,7 @@ class FederationService:
             serial=serial,
             subject=subject,
             connected_at=time.time(),
+            features=features,
             max_length=self.config.layout.size,
             chunk_bytes=self.config.chunk_bytes,
             traffic=self.traffic,
@@ -165,7 +168,7 @@ class FederationService:
 
     async def _authenticate(
         self, requests: AsyncIterator[pb.SiteMessage], context: grpc.aio.ServicerContext, peer: str
-    ) -> tuple[str, int | None, str | None]:
+    ) -> tuple[str, int | None, str | None, frozenset[str]]:
         identity: str | None = None
         serial: int | None = None
         subject: str | None = None
@@ -220,7 +223,15 @@ class FederationService:
                 f"site {identity}'s model ({describe_layout(theirs)}) differs from the run's "
                 f"({describe_layout(self._layout)}); build the model the experiment describes",
             )
-        return identity, serial, subject
+        features = frozenset(hello.features)
+        if self._secure and FEATURE not in features:
+            raise _Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this run aggregates securely (secure_sum) and site {identity}'s client does not "
+                f"speak it (its Hello lists features {sorted(features)}, not {FEATURE!r}); "
+                "run a fedloom client with secure aggregation, not a relay",
+            )
+        return identity, serial, subject, features
 
     def revoked(self, session: Session) -> bool:
         """Whether ``session``'s certificate has been revoked since it connected."""

@@ -1,5 +1,9 @@
 """One connected site on the server: its outgoing queue, its pending tasks, its replies.
 
+Secure aggregation's replies (:mod:`fedloom.transport.secure_codec`) are decoded here too, each
+checked against the kind of task it answers; a masked input's packed vector must have exactly the
+size the round's setup fixes.
+
 A session ends when the site disconnects, breaks the protocol, stays silent past three
 heartbeat intervals, or is replaced by a newer connection of the same site; every task still
 pending then answers :class:`~fedloom.engine.tasks.Failure` naming the site and the reason.
@@ -15,13 +19,25 @@ from dataclasses import dataclass, field
 from fedloom.core.layout import Vector
 from fedloom.core.messages import ClientResult
 from fedloom.engine.tasks import Evaluation, Failure, Reply
+from fedloom.secagg.messages import SecureReply
 from fedloom.transport.codec import ProtocolError, VectorReceiver, check_metrics, wire_bytes
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
+from fedloom.transport.secure_codec import (
+    PHASE_OF_REPLY,
+    PackedReceiver,
+    advertisement_from_pb,
+    shared_keys_from_pb,
+    unmask_shares_from_pb,
+)
 
 log = logging.getLogger("fedloom.transport")
 
 Outgoing = pb.ServerMessage | Iterable[pb.ServerMessage]
 """A message, or a lazily made sequence of them (a vector's chunks, made one at a time)."""
+
+Answer = Reply | SecureReply
+"""What a task's future resolves to: a training or evaluation reply, a secure aggregation
+reply, or a failure."""
 
 
 @dataclass
@@ -34,10 +50,12 @@ class Traffic:
 
 @dataclass
 class _Pending:
-    future: asyncio.Future[Reply]
-    kind: str  # "train" | "evaluate"
-    receiver: VectorReceiver | None = None
+    future: asyncio.Future[Answer]
+    kind: str  # "train" | "evaluate" | a secure aggregation phase: "advertise", "share", ...
+    receiver: VectorReceiver | PackedReceiver | None = None
     reply: pb.TrainReply | None = None
+    masked: tuple[int, int] | None = None
+    """For a ``mask`` task: the masked vector's entries and bits an entry."""
 
 
 @dataclass
@@ -55,12 +73,14 @@ class Session:
     """The subject of the site's certificate (None on an insecure server)."""
     connected_at: float = 0.0
     """When the site joined, in Unix seconds."""
+    features: frozenset[str] = frozenset()
+    """The optional protocol parts the site's Hello listed (``secagg.v1``)."""
     outgoing: asyncio.Queue[Outgoing | None] = field(default_factory=asyncio.Queue)
     pending: dict[int, _Pending] = field(default_factory=dict)
     cancelled: set[int] = field(default_factory=set)
     closed: str | None = None
     receiving: int | None = None
-    dropped: VectorReceiver | None = None
+    dropped: VectorReceiver | PackedReceiver | None = None
     last_seen: float = 0.0
 
     def send(self, message: Outgoing | None) -> None:
@@ -68,12 +88,14 @@ class Session:
         if self.closed is None:
             self.outgoing.put_nowait(message)
 
-    def expect(self, task: int, kind: str) -> asyncio.Future[Reply]:
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+    def expect(
+        self, task: int, kind: str, *, masked: tuple[int, int] | None = None
+    ) -> asyncio.Future[Answer]:
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         if self.closed is not None:
             future.set_result(Failure(f"site {self.site}: {self.closed}"))
         else:
-            self.pending[task] = _Pending(future, kind)
+            self.pending[task] = _Pending(future, kind, masked=masked)
         return future
 
     def cancel(self, task: int) -> None:
@@ -119,6 +141,10 @@ class Session:
                 "evaluate",
                 lambda: Evaluation(int(reply.num_examples), check_metrics(reply.metrics)),
             )
+        elif kind == "masked_input":
+            self._masked_input(message.masked_input)
+        elif kind in PHASE_OF_REPLY:
+            self._secure_reply(kind, message)
         elif kind == "task_failed":
             reason = message.task_failed.reason[:500]
             self._resolve(
@@ -142,6 +168,37 @@ class Session:
         self.receiving = reply.task
         self._maybe_finish(reply.task, pending)
 
+    def _secure_reply(self, kind: str, message: pb.SiteMessage) -> None:
+        if kind == "key_advertisement":
+            reply = message.key_advertisement
+            self._resolve(reply.task, "advertise", lambda: advertisement_from_pb(reply))
+        elif kind == "shared_keys":
+            keys = message.shared_keys
+            self._resolve(keys.task, "share", lambda: shared_keys_from_pb(keys))
+        else:
+            shares = message.unmask_shares
+            self._resolve(shares.task, "unmask", lambda: unmask_shares_from_pb(shares))
+
+    def _masked_input(self, header: pb.MaskedInput) -> None:
+        pending = self._pending(header.task, "mask")
+        if pending is None:  # a late reply to a cancelled task: check its size, then drop it
+            if not 8 <= header.bits <= 32:
+                raise ProtocolError(f"a masked input of {header.bits}-bit entries; 8 to 32 fit")
+            self.dropped = PackedReceiver(
+                header,
+                length=min(int(header.length), self.max_length + 1),
+                bits=int(header.bits),
+                chunk_bytes=self.chunk_bytes,
+            )
+            self.receiving = header.task
+            return
+        assert pending.masked is not None
+        length, bits = pending.masked
+        pending.receiver = PackedReceiver(
+            header, length=length, bits=bits, chunk_bytes=self.chunk_bytes
+        )
+        self.receiving = header.task
+
     def _chunk(self, chunk: pb.Chunk) -> None:
         if self.receiving is None or chunk.task != self.receiving:
             raise ProtocolError(f"chunk for task {chunk.task}, which is not sending vectors")
@@ -157,11 +214,18 @@ class Session:
         self._maybe_finish(chunk.task, pending)
 
     def _maybe_finish(self, task: int, pending: _Pending) -> None:
-        assert pending.receiver is not None and pending.reply is not None
-        if not pending.receiver.complete:
+        receiver = pending.receiver
+        assert receiver is not None
+        if not receiver.complete:
             return
         self.receiving = None
-        vectors = pending.receiver.result()
+        if isinstance(receiver, PackedReceiver):
+            masked = receiver.result()
+            del self.pending[task]
+            pending.future.set_result(masked)
+            return
+        assert pending.reply is not None
+        vectors = receiver.result()
         reply = pending.reply
         names = list(vectors)
         if not names or names[0] != "update":
@@ -183,7 +247,7 @@ class Session:
             raise ProtocolError(f"a {kind} reply to task {task}, which is a {pending.kind} task")
         return pending
 
-    def _resolve(self, task: int, kind: str | None, make: Callable[[], Reply]) -> None:
+    def _resolve(self, task: int, kind: str | None, make: Callable[[], Answer]) -> None:
         pending = self._pending(task, kind or self._kind(task))
         if pending is None:
             return

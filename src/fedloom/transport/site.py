@@ -4,7 +4,8 @@ The site only makes outbound connections, so it can sit behind a firewall. It re
 any lost connection with exponential backoff and jitter, and keeps its client program (and so
 its kept state, such as SCAFFOLD's control variate) across reconnections. A refusal that
 retrying cannot fix (a revoked or unknown certificate, a model that does not match the run's)
-ends it with :class:`SiteRefused`; a finished run ends it normally.
+ends it with :class:`SiteRefused`; a finished run ends it normally. Secure aggregation's rounds
+are answered by :class:`~fedloom.transport.secure_site.SecureSite` (the simulators' client code).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from fedloom.transport.codec import (
 )
 from fedloom.transport.config import TrainingConfig
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
+from fedloom.transport.secure_codec import FEATURE, reply_to_pb
+from fedloom.transport.secure_site import SecureSite
 from fedloom.transport.server import MAX_CHUNK_BYTES, METHOD, server_options
 
 log = logging.getLogger("fedloom.site")
@@ -110,8 +113,12 @@ class Site:
     backoff: Backoff = Backoff()
     give_up_after: float | None = None
     """Seconds without a successful join after which the site stops trying; None: never."""
+    secure: bool = True
+    """Whether the site takes part in secure aggregation (a relay does not: it would see its
+    region's updates)."""
 
     def __post_init__(self) -> None:
+        self._secure = SecureSite(self.layout.size)
         self._program: Program | None = None
         self._config: TrainingConfig | None = None
         self.tasks_done = 0
@@ -188,7 +195,10 @@ class Site:
                     await call.write(message)
 
             hello = pb.Hello(
-                protocol_version=PROTOCOL_VERSION, site=self.name, layout=layout_to_pb(self.layout)
+                protocol_version=PROTOCOL_VERSION,
+                site=self.name,
+                layout=layout_to_pb(self.layout),
+                features=[FEATURE] if self.secure else [],
             )
             await write(pb.SiteMessage(hello=hello))
             first = await call.read()
@@ -247,6 +257,19 @@ class Site:
                 if message.goodbye.finished:
                     return message.goodbye.reason or "the run is over"
                 return None
+            if kind in ("key_roster", "masking_request", "unmask_request") and self.secure:
+                request = getattr(message, kind)
+                answer = await asyncio.to_thread(self._secure.step, request)
+                for reply in reply_to_pb(
+                    request.task, answer, bits=self._secure.bits, chunk_bytes=chunk_bytes
+                ):
+                    await write(reply)  # type: ignore[misc]
+                continue
+            if kind == "secure_train" and self.secure:
+                done = await self._secure_train(call, write, message.secure_train, chunk_bytes)
+                if not done:
+                    return None
+                continue
             if kind not in ("train", "evaluate"):
                 raise ProtocolError(f"unexpected {kind} message")
             task = getattr(message, kind)
@@ -263,6 +286,38 @@ class Site:
             vectors = receiver.result()
             for reply in await self._answer(kind, task, vectors, chunk_bytes):
                 await write(reply)  # type: ignore[misc]
+
+    async def _secure_train(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        write: Callable[..., object],
+        message: pb.SecureTrainTask,
+        chunk_bytes: int,
+    ) -> bool:
+        """Round 0 of secure aggregation: receive the broadcast, train, answer with keys; False
+        if the stream ended first."""
+        task = message.train
+        receiver = VectorReceiver(
+            task.task, task.vectors, max_length=self.layout.size, chunk_bytes=chunk_bytes
+        )
+        while not receiver.complete:
+            part = await call.read()
+            if part is grpc.aio.EOF:
+                return False
+            if part.WhichOneof("kind") != "chunk":
+                raise ProtocolError(f"expected a chunk of task {task.task}")
+            receiver.add(part.chunk)
+        program = self._program
+        assert program is not None
+        answer = await asyncio.to_thread(
+            self._secure.start, message, receiver.result(), program.train
+        )
+        self.tasks_done += 1
+        for reply in reply_to_pb(
+            task.task, answer, bits=self._secure.bits, chunk_bytes=chunk_bytes
+        ):
+            await write(reply)  # type: ignore[misc]
+        return True
 
     async def _answer(
         self,

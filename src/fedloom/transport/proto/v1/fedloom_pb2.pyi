@@ -7,30 +7,40 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SiteMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "train_reply", "evaluate_reply", "task_failed", "chunk")
+    __slots__ = ("hello", "heartbeat", "train_reply", "evaluate_reply", "task_failed", "chunk", "key_advertisement", "shared_keys", "masked_input", "unmask_shares")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     TRAIN_REPLY_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_REPLY_FIELD_NUMBER: _ClassVar[int]
     TASK_FAILED_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    KEY_ADVERTISEMENT_FIELD_NUMBER: _ClassVar[int]
+    SHARED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    MASKED_INPUT_FIELD_NUMBER: _ClassVar[int]
+    UNMASK_SHARES_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     train_reply: TrainReply
     evaluate_reply: EvaluateReply
     task_failed: TaskFailed
     chunk: Chunk
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., train_reply: _Optional[_Union[TrainReply, _Mapping]] = ..., evaluate_reply: _Optional[_Union[EvaluateReply, _Mapping]] = ..., task_failed: _Optional[_Union[TaskFailed, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
+    key_advertisement: KeyAdvertisement
+    shared_keys: SharedKeys
+    masked_input: MaskedInput
+    unmask_shares: UnmaskShares
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., train_reply: _Optional[_Union[TrainReply, _Mapping]] = ..., evaluate_reply: _Optional[_Union[EvaluateReply, _Mapping]] = ..., task_failed: _Optional[_Union[TaskFailed, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., key_advertisement: _Optional[_Union[KeyAdvertisement, _Mapping]] = ..., shared_keys: _Optional[_Union[SharedKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., unmask_shares: _Optional[_Union[UnmaskShares, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("protocol_version", "site", "layout")
+    __slots__ = ("protocol_version", "site", "layout", "features")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     site: str
     layout: Layout
-    def __init__(self, protocol_version: _Optional[int] = ..., site: _Optional[str] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ...) -> None: ...
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, protocol_version: _Optional[int] = ..., site: _Optional[str] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Layout(_message.Message):
     __slots__ = ("tensors",)
@@ -93,20 +103,28 @@ class TaskFailed(_message.Message):
     def __init__(self, task: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("welcome", "heartbeat", "train", "evaluate", "goodbye", "chunk")
+    __slots__ = ("welcome", "heartbeat", "train", "evaluate", "goodbye", "chunk", "secure_train", "key_roster", "masking_request", "unmask_request")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_FIELD_NUMBER: _ClassVar[int]
     GOODBYE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    SECURE_TRAIN_FIELD_NUMBER: _ClassVar[int]
+    KEY_ROSTER_FIELD_NUMBER: _ClassVar[int]
+    MASKING_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    UNMASK_REQUEST_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     heartbeat: Heartbeat
     train: TrainTask
     evaluate: EvaluateTask
     goodbye: Goodbye
     chunk: Chunk
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., train: _Optional[_Union[TrainTask, _Mapping]] = ..., evaluate: _Optional[_Union[EvaluateTask, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
+    secure_train: SecureTrainTask
+    key_roster: KeyRoster
+    masking_request: MaskingRequest
+    unmask_request: UnmaskRequest
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., train: _Optional[_Union[TrainTask, _Mapping]] = ..., evaluate: _Optional[_Union[EvaluateTask, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., secure_train: _Optional[_Union[SecureTrainTask, _Mapping]] = ..., key_roster: _Optional[_Union[KeyRoster, _Mapping]] = ..., masking_request: _Optional[_Union[MaskingRequest, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("protocol_version", "site", "run", "config", "chunk_bytes", "heartbeat_seconds")
@@ -265,3 +283,151 @@ class Chunk(_message.Message):
     task: int
     data: bytes
     def __init__(self, task: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class SecureSetup(_message.Message):
+    __slots__ = ("round", "cohort", "degree", "threshold", "bits", "scale", "clip", "max_weight", "weighted", "dims")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    COHORT_FIELD_NUMBER: _ClassVar[int]
+    DEGREE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTED_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    cohort: _containers.RepeatedScalarFieldContainer[int]
+    degree: int
+    threshold: int
+    bits: int
+    scale: float
+    clip: float
+    max_weight: int
+    weighted: bool
+    dims: int
+    def __init__(self, round: _Optional[int] = ..., cohort: _Optional[_Iterable[int]] = ..., degree: _Optional[int] = ..., threshold: _Optional[int] = ..., bits: _Optional[int] = ..., scale: _Optional[float] = ..., clip: _Optional[float] = ..., max_weight: _Optional[int] = ..., weighted: _Optional[bool] = ..., dims: _Optional[int] = ...) -> None: ...
+
+class SecureTrainTask(_message.Message):
+    __slots__ = ("train", "client", "setup")
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    SETUP_FIELD_NUMBER: _ClassVar[int]
+    train: TrainTask
+    client: int
+    setup: SecureSetup
+    def __init__(self, train: _Optional[_Union[TrainTask, _Mapping]] = ..., client: _Optional[int] = ..., setup: _Optional[_Union[SecureSetup, _Mapping]] = ...) -> None: ...
+
+class PublicKeys(_message.Message):
+    __slots__ = ("client", "cipher_key", "mask_key")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_KEY_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_FIELD_NUMBER: _ClassVar[int]
+    client: int
+    cipher_key: bytes
+    mask_key: bytes
+    def __init__(self, client: _Optional[int] = ..., cipher_key: _Optional[bytes] = ..., mask_key: _Optional[bytes] = ...) -> None: ...
+
+class KeyAdvertisement(_message.Message):
+    __slots__ = ("task", "keys")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    task: int
+    keys: PublicKeys
+    def __init__(self, task: _Optional[int] = ..., keys: _Optional[_Union[PublicKeys, _Mapping]] = ...) -> None: ...
+
+class KeyRoster(_message.Message):
+    __slots__ = ("task", "client", "keys", "neighbours")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    task: int
+    client: int
+    keys: _containers.RepeatedCompositeFieldContainer[PublicKeys]
+    neighbours: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, task: _Optional[int] = ..., client: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[PublicKeys, _Mapping]]] = ..., neighbours: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class EncryptedShare(_message.Message):
+    __slots__ = ("sender", "recipient", "sealed")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    sender: int
+    recipient: int
+    sealed: bytes
+    def __init__(self, sender: _Optional[int] = ..., recipient: _Optional[int] = ..., sealed: _Optional[bytes] = ...) -> None: ...
+
+class SharedKeys(_message.Message):
+    __slots__ = ("task", "session", "client", "shares")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    task: int
+    session: bytes
+    client: int
+    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    def __init__(self, task: _Optional[int] = ..., session: _Optional[bytes] = ..., client: _Optional[int] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+
+class MaskingRequest(_message.Message):
+    __slots__ = ("task", "client", "session", "shares")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    task: int
+    client: int
+    session: bytes
+    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    def __init__(self, task: _Optional[int] = ..., client: _Optional[int] = ..., session: _Optional[bytes] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+
+class MaskedInput(_message.Message):
+    __slots__ = ("task", "session", "client", "length", "bits")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    task: int
+    session: bytes
+    client: int
+    length: int
+    bits: int
+    def __init__(self, task: _Optional[int] = ..., session: _Optional[bytes] = ..., client: _Optional[int] = ..., length: _Optional[int] = ..., bits: _Optional[int] = ...) -> None: ...
+
+class UnmaskRequest(_message.Message):
+    __slots__ = ("task", "client", "session", "survivors", "dropped")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    task: int
+    client: int
+    session: bytes
+    survivors: _containers.RepeatedScalarFieldContainer[int]
+    dropped: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, task: _Optional[int] = ..., client: _Optional[int] = ..., session: _Optional[bytes] = ..., survivors: _Optional[_Iterable[int]] = ..., dropped: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SecretShare(_message.Message):
+    __slots__ = ("owner", "limbs")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    LIMBS_FIELD_NUMBER: _ClassVar[int]
+    owner: int
+    limbs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, owner: _Optional[int] = ..., limbs: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class UnmaskShares(_message.Message):
+    __slots__ = ("task", "session", "client", "seed_shares", "key_shares")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
+    task: int
+    session: bytes
+    client: int
+    seed_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
+    key_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
+    def __init__(self, task: _Optional[int] = ..., session: _Optional[bytes] = ..., client: _Optional[int] = ..., seed_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., key_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ...) -> None: ...
