@@ -55,6 +55,18 @@ def test_grpc_run_equals_simulation(tmp_path: Path) -> None:
         assert checkpoint is not None
         rounds = store.rounds(info.id)
         assert store.sites(info.id) == SITES
+        trail = store.audit(info.id)
+        verification = trail.verify(rounds=[r.round for r in rounds], finished=True)
+        entries = trail.entries()
+    # The deployed run's audit trail names sites by the identity their certificates proved.
+    assert verification.ok, verification.problem
+    joined = {e.payload["identity"] for e in entries if e.kind == "join"}
+    assert joined == {SITES[c] for r in rounds for c in r.cohort}
+    round_entries = [e.payload for e in entries if e.kind == "round"]
+    assert [p["participants"] for p in round_entries] == [
+        [SITES[c] for c in r.accepted] for r in rounds
+    ]
+    assert all(len(p["updates"]) == len(p["participants"]) for p in round_entries)
     np.testing.assert_allclose(checkpoint.state.params, simulated.history.params, atol=1e-5)
     assert set(checkpoint.state.extras) == {"control"}
     np.testing.assert_allclose(

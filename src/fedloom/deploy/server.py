@@ -22,11 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fedloom.auditing import RunAuditor, auditing, run_facts
 from fedloom.deploy.live import FederationLive
 from fedloom.deploy.training import training_config
 from fedloom.engine import History, RoundRecord, ServerState, train
 from fedloom.experiment import Experiment, ExperimentError, build
+from fedloom.experiment.policy_spec import run_terms
 from fedloom.pki import Verifier, read_allowlist
+from fedloom.policy import Admission, PolicyError, admit
 from fedloom.runner import Outcome, RoundObserver
 from fedloom.simulation import held_out_evaluation
 from fedloom.store import Checkpoint, RunStore, StopRequest, StoreError, code_version
@@ -107,7 +110,18 @@ def serve(
     task = "regression" if built.data.num_classes is None else "classification"
     training = training_config(experiment, task=task)
     config_text = experiment.to_toml()
-    run_id, state = _open_run(store, experiment, config_text, sites, resume=resume, new=new)
+    admitted = _admission(experiment, sites)
+    run_id, state, resumed = _open_run(
+        store, experiment, config_text, sites, resume=resume, new=new
+    )
+    auditor = RunAuditor(store.audit(run_id), identity=lambda client: sites[client])
+    if resumed:
+        auditor.check(rounds=[r.round for r in store.rounds(run_id)], finished=False)
+        auditor.decision("note", {"resumed": True})
+    else:
+        auditor.started(**run_facts(experiment, config_text))
+        for kind, payload in admitted.decisions:
+            auditor.decision(kind, payload)
     service = ServiceConfig(
         run=run_id,
         layout=built.algorithm.work.model.layout,
@@ -125,6 +139,7 @@ def serve(
         credentials=options.credentials,
         deadline=options.deadline,
     ) as executor:
+        audited = auditing(executor)
         if on_listening is not None:
             on_listening(executor.port, run_id)
         wanted = len(sites) if options.wait_for is None else options.wait_for
@@ -149,6 +164,7 @@ def serve(
             request = None if final else store.stop_request(run_id, since=since)
             if server_state.round % built.checkpoint_every == 0 or final or request is not None:
                 checkpoint = Checkpoint(server_state, {})
+            auditor.round(round_record, server_state, audited)
             store.record_round(run_id, round_record, checkpoint=checkpoint)
             records.append(round_record)
             names = [sites[c] for c in round_record.accepted]
@@ -173,9 +189,9 @@ def serve(
             last_phases = executor.phase_traffic()
             history = train(
                 built.algorithm,
-                executor,
+                audited,
                 built.schedule,
-                population=range(len(sites)),
+                population=admitted.population,
                 evaluate=held_out_evaluation(built.algorithm.work.model, built.data),
                 state=state,
                 on_round=record,
@@ -184,6 +200,7 @@ def serve(
             request, params = stop.request, stop.state.params
             stopped = f"stopped on request ({request.origin}, {request.requested})"
             store.finish(run_id, status="interrupted", stopped=stopped)
+            auditor.finished("interrupted", stopped)
             log.info("run %s: %s", run_id, stopped)
             layout = built.algorithm.work.model.layout
             history = History(tuple(records), params, layout, stopped)
@@ -191,12 +208,29 @@ def serve(
             return Outcome(run_id, history, time.perf_counter() - started)
         except BaseException:
             store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
+            auditor.finished("interrupted", "interrupted before the last round")
             raise
         finally:
             if live is not None:
                 live.detach()
     store.finish(run_id, status="completed", stopped=history.stopped)
+    auditor.finished("completed", history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)
+
+
+def _admission(experiment: Experiment, sites: Sequence[str]) -> Admission:
+    """The sites the experiment's ``[policy]`` and ``[[sites]]`` admit, by the identity their
+    certificates prove (every site, with one "policy in force" decision, when there are none)."""
+    if experiment.policy is None and not experiment.sites:
+        return Admission(tuple(range(len(sites))), ())
+    cohort = experiment.run.cohort if isinstance(experiment.run.cohort, int) else 1
+    try:
+        return admit(
+            experiment.policy, experiment.sites, run_terms(experiment), range(len(sites)),
+            identity=lambda client: sites[client], cohort=cohort,
+        )  # fmt: skip
+    except PolicyError as error:
+        raise ExperimentError(("policy",), str(error)) from None
 
 
 class _StopRequested(Exception):
@@ -215,7 +249,8 @@ def _open_run(
     *,
     resume: str | None,
     new: bool,
-) -> tuple[str, ServerState | None]:
+) -> tuple[str, ServerState | None, bool]:
+    """The run to serve, the state it resumes from, and whether it is resumed."""
     if resume is None and not new:
         unfinished = [
             r
@@ -233,7 +268,7 @@ def _open_run(
             code_version=code_version(),
         )
         store.record_sites(run_id, sites)
-        return run_id, None
+        return run_id, None, False
     info = store.run(resume)
     if info.config != config:
         raise StoreError(
@@ -249,7 +284,7 @@ def _open_run(
     store.reopen(info.id)
     store.record_sites(info.id, sites)
     checkpoint = store.latest_checkpoint(info.id)
-    return info.id, None if checkpoint is None else checkpoint.state
+    return info.id, None if checkpoint is None else checkpoint.state, True
 
 
 def site_names(path: Path) -> tuple[str, ...]:
