@@ -76,10 +76,10 @@ def run_experiment(
     experiment it started as.
     """
     since = now_iso()  # stop requests made before this belonged to an earlier attempt
-    built = build(experiment)
     admitted = None
     if experiment.policy is not None or experiment.sites:
         admitted = admission(experiment)  # raises before anything is written if too few remain
+    built = build(experiment, population=None if admitted is None else len(admitted.population))
     population = range(len(built.data.clients)) if admitted is None else admitted.population
     if experiment.run.buffered is not None:
         return _run_buffered(

@@ -107,10 +107,15 @@ def test_refusing_sites_sit_the_run_out_and_the_trail_says_why(tmp_path: Path) -
     ],
 )  # fmt: skip
 def test_a_bad_or_contradictory_policy_fails_before_anything_runs(
-    extra: str, cohort: int, message: str
+    extra: str, cohort: int, message: str, tmp_path: Path
 ) -> None:
-    with pytest.raises(ExperimentError, match=message):
-        experiment(extra, cohort)
+    """Contradictions fail when the file is read; too few clients left once the policies have
+    refused some fails when the run starts (the identities are known only then: simulated
+    clients here, certificate subjects in a deployment), before anything is written."""
+    with RunStore.open(tmp_path / "fedloom.db") as store:
+        with pytest.raises(ExperimentError, match=message):
+            run_experiment(experiment(extra, cohort), store)
+        assert store.runs() == []
 
 
 PRIVATE = """

@@ -94,8 +94,9 @@ def serve(
     rounds while it serves.
     """
     since = now_iso()  # stop requests made before this belonged to an earlier attempt
-    built = build(experiment)
     sites = options.sites
+    admitted = _admission(experiment, sites)
+    built = build(experiment, population=len(admitted.population))
     if experiment.devices is not None or experiment.run.executor != "inprocess":
         log.warning(
             "[devices] and [run] executor describe simulations; a deployment ignores them "
@@ -110,7 +111,6 @@ def serve(
     task = "regression" if built.data.num_classes is None else "classification"
     training = training_config(experiment, task=task)
     config_text = experiment.to_toml()
-    admitted = _admission(experiment, sites)
     run_id, state, resumed = _open_run(
         store, experiment, config_text, sites, resume=resume, new=new
     )

@@ -22,7 +22,6 @@ from fedloom.experiment import checks
 from fedloom.experiment.data_spec import DATASETS, DataSpec
 from fedloom.experiment.errors import ExperimentError, KeyPath
 from fedloom.experiment.experiment import Experiment
-from fedloom.experiment.policy_spec import admission
 from fedloom.experiment.specs import ModelSpec
 from fedloom.linear import LinearRegression, SoftmaxRegression
 
@@ -41,8 +40,12 @@ class Built:
     checkpoint_every: int
 
 
-def build(experiment: Experiment) -> Built:
+def build(experiment: Experiment, *, population: int | None = None) -> Built:
     """Load the data, make the model and check it fits, and assemble the algorithm.
+
+    ``population`` is how many clients the run will draw its cohorts from, when that is not
+    ``data.clients`` (policies left some out; a deployment has its sites): a privacy stage's
+    accountant must see the sampling the engine really does.
 
     Raises :class:`ExperimentError` (placed in the run file when the experiment came from one)
     for a missing data file, a dataset the loader refuses, or a model that does not fit.
@@ -55,12 +58,7 @@ def build(experiment: Experiment) -> Built:
         work = experiment.train.work(model)
         algorithm = experiment.algorithm.build(work, experiment.stages)
         if experiment.privacy is not None:
-            # Sampling is from the clients the policies admit: the accountant must see the
-            # population the engine actually draws from.
-            admitted = None
-            if experiment.policy is not None or experiment.sites:
-                admitted = len(admission(experiment).population)
-            stage = experiment.privacy.stage(experiment.privacy_sampling(admitted))
+            stage = experiment.privacy.stage(experiment.privacy_sampling(population))
             if stage is None:  # local DP-SGD: the clients' work, not a stage
                 work_ = experiment.privacy.local_work(model, experiment.train)
                 algorithm = replace(algorithm, work=work_)

@@ -134,8 +134,8 @@ def check_policies(experiment: Experiment) -> None:
                 f"must be at least policy.min_cohort = {policy.min_cohort} (a round may not "
                 f"aggregate fewer updates), got {experiment.run.min_cohort}",
             )
-    if policy is not None or experiment.sites:
-        admission(experiment)
+    # Who remains after the policies is checked when the run starts, against the identities it
+    # really has: simulated clients (`fedloom run`) or the sites' certificates (`fedloom server`).
 
 
 def _unique_sites(sites: Sequence[SitePolicy]) -> None:
