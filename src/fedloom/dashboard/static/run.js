@@ -122,12 +122,14 @@
     }
     result.className = v.ok ? "audit-ok" : "audit-bad";
     result.dataset.ok = String(v.ok);
+    document.getElementById("audit-head-label").textContent =
+      v.ok ? "Head hash (publish it to anchor the trail)" : "Hash of the last entry that checks out";
     document.getElementById("audit-head").textContent = v.head;
     document.querySelector("#audit-entries tbody").replaceChildren(...audit.entries.map((e) =>
       el("tr", { "data-seq": e.seq, class: e.state },
         el("td", { class: "num" }, String(e.seq)),
         el("td", { "data-col": "kind" }, e.kind),
-        el("td", {}, e.created),
+        el("td", { class: "time" }, e.created),
         el("td", {}, el("code", {}, e.hash)),
         el("td", { "data-col": "summary" }, e.summary))));
   }
