@@ -3,8 +3,9 @@ officer.
 
 Everything in it comes from the run store and its audit trail (:mod:`fedloom.store.audit`):
 who took part, what left each site and how it was protected, the policies in force and every
-refusal, each global model's provenance, and whether the trail verifies. It states plainly what
-was *not* in place (no secure aggregation, no differential privacy) rather than omitting it.
+refusal, every control action (a stop asked from the dashboard), each global model's
+provenance, and whether the trail verifies. It states plainly what was *not* in place (no
+secure aggregation, no differential privacy) rather than omitting it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def compliance_report(store: RunStore, run_id: str) -> str:
         "## Refusals",
         "",
         *_refusals(entries, rounds),
+        "",
+        "## Control actions",
+        "",
+        *_controls(entries),
         "",
         "## Model provenance",
         "",
@@ -188,6 +193,17 @@ def _refusals(entries: Sequence[AuditEntry], rounds: Sequence[AuditEntry]) -> li
                 f"- round {entry.payload.get('round')} aborted: {entry.payload['aborted']}"
             )
     return lines or ["None."]
+
+
+def _controls(entries: Sequence[AuditEntry]) -> list[str]:
+    """Every ``control`` entry: an action someone asked of the run while it ran (a stop)."""
+    lines = [
+        f"- entry {e.seq}, {e.payload.get('requested', e.created)}: **{e.payload.get('action')}** "
+        f"asked by {e.payload.get('origin', 'unknown')}"
+        for e in entries
+        if e.kind == "control"
+    ]
+    return lines or ["None: nobody stopped or steered the run while it ran."]
 
 
 def _models(entries: Sequence[AuditEntry]) -> list[str]:

@@ -3,6 +3,8 @@ Debian's chromedriver; Selenium Manager never runs because both paths are given)
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +176,48 @@ def test_a_malicious_run_and_site_name_are_shown_as_text(browser: Any, store_pat
             "data-loaded") == "true", "the comparison")  # fmt: skip
         assert EVIL in browser.find_element(By.CSS_SELECTOR, "#chart-compare .u-legend").text
         assert browser.title == "Compare · fedloom"
+        assert browser.find_elements(By.CSS_SELECTOR, "img, main script") == []
+
+
+def test_the_audit_section_shows_the_verification_and_the_first_bad_entry(
+    browser: Any, store_path: Path
+) -> None:
+    experiment = Experiment.from_toml(experiment_text(rounds=2), source="test")
+    with RunStore.open(store_path) as store:
+        run_id = run_experiment(experiment, store).run_id
+        trail = store.audit(run_id)
+        entries, head = trail.entries(), trail.head()[1]
+    result = "#audit-result"
+    with running(DashboardConfig(store=store_path, port=0)) as url:
+        browser.get(url + f"runs/{run_id}")
+        wait_for(browser, lambda b: b.find_element(By.CSS_SELECTOR, result).get_attribute(
+            "data-ok") == "true", "the verified trail")  # fmt: skip
+        assert browser.find_element(By.CSS_SELECTOR, result).text == (
+            f"Verified: all {len(entries)} entries are intact and in order (SHA-256 hash chain)."
+        )
+        assert browser.find_element(By.ID, "audit-head").text == head
+        rows = browser.find_elements(By.CSS_SELECTOR, "#audit-entries tbody tr")
+        assert [r.get_attribute("data-seq") for r in rows] == [str(e.seq) for e in entries]
+
+        seq = next(e.seq for e in entries if e.kind == "join")
+        conn = sqlite3.connect(store_path, isolation_level=None)
+        conn.execute("DROP TRIGGER audit_no_update")
+        conn.execute("UPDATE audit SET payload = ? WHERE seq = ?",
+                     (json.dumps({"identity": EVIL, "round": 0}), seq))  # fmt: skip
+        conn.close()
+        browser.get(url + f"runs/{run_id}")
+        wait_for(browser, lambda b: b.find_element(By.CSS_SELECTOR, result).get_attribute(
+            "data-ok") == "false", "the failed verification")  # fmt: skip
+        assert browser.find_element(By.CSS_SELECTOR, result).text.startswith(
+            f"Verification FAILED at entry {seq} (join): altered: its contents do not match "
+            f"its hash. The first {seq} entries check out"
+        )
+        bad = browser.find_element(By.CSS_SELECTOR, f'#audit-entries tr[data-seq="{seq}"]')
+        assert bad.get_attribute("class") == "bad"
+        assert bad.find_element(By.CSS_SELECTOR, 'td[data-col="summary"]').text == (
+            f"{EVIL} joined in round 0"
+        )
+        assert browser.title == f"{experiment.name} · fedloom"  # the name shown as text, not run
         assert browser.find_elements(By.CSS_SELECTOR, "img, main script") == []
 
 

@@ -9,8 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+from click.testing import CliRunner
 from dashboard_helpers import TOKEN, experiment_text, get_json, subprocess_env
 
+from fedloom.cli import cli
+from fedloom.compliance import verify_run
 from fedloom.dashboard import DashboardConfig, running
 from fedloom.store import RunStore, StoreError
 
@@ -51,9 +54,12 @@ def test_a_running_run_stops_after_its_round_when_asked_with_the_token(
             stop = url + f"api/runs/{run_id}/stop"
             assert get_json(stop, method="POST")[0] == 401
             assert process.poll() is None  # refused: the run goes on
-            status, _ = get_json(stop, method="POST", headers={"Authorization": f"Bearer {TOKEN}"})
+            status, body = get_json(
+                stop, method="POST", headers={"Authorization": f"Bearer {TOKEN}"}
+            )
             assert status == 202
             out, err = process.communicate(timeout=120)
+            status, audit = get_json(url + f"api/runs/{run_id}/audit")
     finally:
         if process.poll() is None:
             process.kill()
@@ -67,6 +73,33 @@ def test_a_running_run_stops_after_its_round_when_asked_with_the_token(
     assert 1 <= info.rounds_done < rounds
     assert checkpoint is not None
     assert checkpoint.round == info.rounds_done  # it resumes exactly where it stopped
+    # The stop is in the trail, once, with who asked and when; the runner's entries after it
+    # (its last rounds, run_finished) chain on, and the whole trail verifies.
+    assert status == 200
+    assert audit["verification"]["ok"], audit["verification"]
+    controls = [e for e in audit["entries"] if e["kind"] == "control"]
+    assert len(controls) == 1
+    assert controls[0]["summary"] == (
+        f"stop asked by dashboard, client 127.0.0.1 at {body['requested']}"
+    )
+    with RunStore.open_read_only(store_path) as store:
+        entries = store.audit(run_id).entries()
+        assert verify_run(store, info).ok
+    control = next(e for e in entries if e.kind == "control")
+    assert control.payload == {"action": "stop", "origin": "dashboard, client 127.0.0.1",
+                               "requested": body["requested"]}  # fmt: skip
+    assert entries[-1].kind == "run_finished"
+    runs_dir = str(store_path.parent)
+    verified = CliRunner().invoke(cli, ["audit", "verify", run_id, "--runs", runs_dir])
+    assert verified.exit_code == 0, verified.output
+    report = tmp_path / "report.md"
+    CliRunner().invoke(cli, ["audit", "report", run_id, "--runs", runs_dir, "--out", str(report)])
+    text = report.read_text()
+    assert "**Verified.**" in text
+    assert (
+        f"- entry {control.seq}, {body['requested']}: **stop** asked by dashboard, client "
+        "127.0.0.1" in text
+    )
 
 
 def test_killing_the_dashboard_costs_the_run_nothing(tmp_path: Path, store_path: Path) -> None:

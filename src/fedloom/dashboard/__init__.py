@@ -4,8 +4,9 @@
 JSON API (``docs/dashboard.md``): runs and their status, one run's accuracy and loss per round
 (updating while it runs), who took part, dropped out or straggled, bytes moved, privacy spent
 against the budget, secure aggregation, several runs on one chart, and for a live federation
-its connected sites and the round in flight. Its only write is a token-guarded control action
-(stop a running run), recorded through :func:`record_control_action`.
+its connected sites and the round in flight, and each run's audit trail with its verification
+result. Its only write is a token-guarded control action (stop a running run), recorded
+through :func:`record_control_action` together with its entry in the run's audit trail.
 
 >>> from fedloom.dashboard import DashboardConfig, make_server      # doctest: +SKIP
 >>> make_server(DashboardConfig(store=Path("runs/fedloom.db"))).serve_forever()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from fedloom.dashboard import queries
+from fedloom.dashboard import queries, trail
 from fedloom.dashboard.control import record_control_action
 from fedloom.dashboard.live import LiveState
 from fedloom.store import FINAL_STATUSES, RunStore, StoreError
@@ -88,6 +88,11 @@ class Api:
                 since = _non_negative_int("since", params.get("since", "0"))
                 with self._store() as store:
                     return queries.rounds_detail(store, run_id, since=since)
+            if parts[2] == "audit":
+                _only(params, "since")
+                since = _non_negative_int("since", params.get("since", "0"), "entries")
+                with self._store() as store:
+                    return trail.audit_detail(store, run_id, since=since)
         raise queries.NotFound(f"no API route {path!r}; see docs/dashboard.md")
 
     def info(self) -> Json:
@@ -177,9 +182,9 @@ def _only(params: Mapping[str, str], *accepted: str) -> None:
         raise BadRequest(f"unknown parameter {unknown[0]!r}; this route accepts: {allowed}")
 
 
-def _non_negative_int(name: str, text: str) -> int:
+def _non_negative_int(name: str, text: str, what: str = "rounds") -> int:
     if not text.isdigit() or len(text) > 9:
-        raise BadRequest(f"{name} must be a whole number of rounds >= 0, got {text[:40]!r}")
+        raise BadRequest(f"{name} must be a whole number of {what} >= 0, got {text[:40]!r}")
     return int(text)
 
 

@@ -1,9 +1,9 @@
 """The dashboard's only write: recording a control action, which the running runner honours.
 
 Every control action goes through :func:`record_control_action`, and nothing else in the
-dashboard opens the store for writing. The audit trail (``fedloom.store.audit``) is wired in
-here: when it lands, this function appends the action to it in the same place, so an action
-that is not audited is not taken either.
+dashboard opens the store for writing. Each action is also a ``control`` entry in the run's
+audit trail (:mod:`fedloom.store.audit`), written by the store in the same transaction as the
+request itself, so an action that is not audited is not taken either.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ def record_control_action(store: Path, *, run_id: str, action: str, origin: str)
     ``stop`` asks the runner recording the run to stop after its current round; the runner
     checks between rounds, records and checkpoints the round, and marks the run
     ``interrupted`` with the request's origin and time as the reason (it can be resumed).
-    Raises StoreError when the run does not exist or is not running.
+    The run's audit trail gains a ``control`` entry ``{"action": "stop", "origin": origin,
+    "requested": time}`` in the same transaction. Raises StoreError when the run does not exist
+    or is not running (and then nothing is written).
     """
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {list(ACTIONS)}, got {action!r}")

@@ -45,7 +45,10 @@ from fedloom.store.schema import HAS_AUDIT
 GENESIS = "0" * 64
 """The previous hash of a run's first entry."""
 
-KINDS = ("run_started", "join", "round", "model", "policy", "refusal", "run_finished", "note")
+KINDS = (
+    "run_started", "join", "round", "model", "policy", "refusal", "run_finished", "note",
+    "control",
+)  # fmt: skip
 """The kinds of entry fedloom writes; other components may add their own (any short name)."""
 
 INSERT = """INSERT INTO audit (run_id, seq, kind, payload, created, prev_hash, hash)
@@ -134,20 +137,8 @@ class AuditTrail:
 
     def append(self, kind: str, payload: Mapping[str, Any]) -> AuditEntry:
         """Add an entry after the current head, in one transaction; return it."""
-        if not isinstance(kind, str) or not kind or len(kind) > 40:
-            raise ValueError(f"kind must be a short non-empty string, got {kind!r}")
-        if not isinstance(payload, Mapping):
-            raise TypeError(f"payload must be a mapping, got {type(payload).__name__}")
-        text = canonical(payload)  # refuses what JSON cannot hold, before anything is written
-        stored = json.loads(text)
-        created = datetime.now(UTC).isoformat(timespec="microseconds")
-        with transaction(self._conn, self._path) as conn:
-            ensure_audit_table(conn)
-            row = conn.execute(LAST, (self.run_id,)).fetchone()
-            seq, prev = (0, GENESIS) if row is None else (int(row[0]) + 1, str(row[1]))
-            digest_ = entry_hash(prev, self.run_id, seq, kind, created, stored)
-            conn.execute(INSERT, (self.run_id, seq, kind, text, created, prev, digest_))
-        return AuditEntry(seq, kind, stored, created, prev, digest_)
+        with transaction(self._conn, self._path) as conn:  # a refused payload writes nothing
+            return append_in(conn, self.run_id, kind, payload)
 
     def entries(self) -> list[AuditEntry]:
         """Every entry in order of ``seq`` (as stored; :meth:`verify` says if they hold)."""
@@ -211,6 +202,38 @@ class AuditTrail:
             reason = "removed: the run finished but its trail does not end with run_finished"
             return Verification(count, previous, AuditProblem(end, "", reason))
         return Verification(count, previous, None)
+
+
+def append_in(
+    conn: sqlite3.Connection,
+    run_id: str,
+    kind: str,
+    payload: Mapping[str, Any],
+) -> AuditEntry:
+    """Append an entry inside the caller's open write transaction on ``conn``.
+
+    For a write that must be audited in the same transaction (a stop request, in
+    :mod:`fedloom.store.control`): either both are stored or neither is.
+    """
+    text, stored = _checked(kind, payload)
+    created = datetime.now(UTC).isoformat(timespec="microseconds")
+    ensure_audit_table(conn)
+    row = conn.execute(LAST, (run_id,)).fetchone()
+    seq, prev = (0, GENESIS) if row is None else (int(row[0]) + 1, str(row[1]))
+    digest_ = entry_hash(prev, run_id, seq, kind, created, stored)
+    conn.execute(INSERT, (run_id, seq, kind, text, created, prev, digest_))
+    return AuditEntry(seq, kind, stored, created, prev, digest_)
+
+
+def _checked(kind: str, payload: Mapping[str, Any]) -> tuple[str, Any]:
+    """The payload's canonical text and its stored form; refuses a bad kind or a payload JSON
+    cannot hold, before anything is written."""
+    if not isinstance(kind, str) or not kind or len(kind) > 40:
+        raise ValueError(f"kind must be a short non-empty string, got {kind!r}")
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"payload must be a mapping, got {type(payload).__name__}")
+    text = canonical(payload)
+    return text, json.loads(text)
 
 
 def _check(entry: AuditEntry, expected: int, previous: str, run_id: str) -> AuditProblem | None:

@@ -10,6 +10,10 @@ changed, and a fedloom that does not know it ignores it::
                      requested TEXT (ISO 8601, UTC), origin TEXT)
 
 ``origin`` says who asked (the dashboard's peer address, say); it never holds a credential.
+
+Every request is also a ``control`` entry in the run's audit trail (:mod:`fedloom.store.audit`),
+written in the same transaction: a request that is not audited is not stored either. Its
+payload is ``{"action": "stop", "origin": …, "requested": …}``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fedloom.store.audit import append_in
 from fedloom.store.connection import transaction
 from fedloom.store.errors import StoreError
 
@@ -46,7 +51,8 @@ class StopRequest:
 
 
 def request_stop(conn: sqlite3.Connection, path: Path, run_id: str, *, origin: str) -> StopRequest:
-    """Record a request to stop ``run_id``; StoreError unless it exists and is running."""
+    """Record a request to stop ``run_id`` and its ``control`` audit entry, in one transaction;
+    StoreError unless the run exists and is running."""
     if not isinstance(origin, str):
         raise TypeError(f"origin must be a str, got {type(origin).__name__}")
     requested = now_iso()
@@ -59,6 +65,8 @@ def request_stop(conn: sqlite3.Connection, path: Path, run_id: str, *, origin: s
         c.execute(_CREATE)
         cursor = c.execute(_INSERT, (run_id, "stop", requested, origin))
         request_id = cursor.lastrowid
+        append_in(c, run_id, "control", {"action": "stop", "origin": origin,
+                                         "requested": requested})  # fmt: skip
     assert request_id is not None
     return StopRequest(request_id, run_id, requested, origin)
 

@@ -1,5 +1,6 @@
 // One run: facts, charts per round (polled while the run is in progress), rounds, clients,
-// privacy and secure aggregation when the run reports them, and the token-guarded stop.
+// privacy and secure aggregation when the run reports them, the audit trail with its
+// verification, and the token-guarded stop.
 "use strict";
 
 (() => {
@@ -9,6 +10,7 @@
   const rounds = new Map(); // round number -> round JSON
   let pollSeconds = 2;
   let control = false;
+  let wasRunning = false; // one more refresh after a run ends: its last entries and facts
   let sites = null; // a deployed run's site names by client index (its certificates' identities)
 
   // A client as shown: its site's name in a deployed run, else its index in the population.
@@ -108,16 +110,42 @@
     document.querySelector("#clients-out tbody").replaceChildren(...rows);
   }
 
+  function renderAudit(audit) {
+    const v = audit.verification;
+    const result = document.getElementById("audit-result");
+    if (v.ok) {
+      result.textContent = audit.total === 0 ? "No audit entries recorded for this run."
+        : `Verified: all ${v.entries} entries are intact and in order (SHA-256 hash chain).`;
+    } else {
+      result.textContent = `Verification FAILED at ${v.problem.text}. The first ${v.entries} ` +
+        "entries check out; from this one on, the record cannot be trusted.";
+    }
+    result.className = v.ok ? "audit-ok" : "audit-bad";
+    result.dataset.ok = String(v.ok);
+    document.getElementById("audit-head-label").textContent =
+      v.ok ? "Head hash (publish it to anchor the trail)" : "Hash of the last entry that checks out";
+    document.getElementById("audit-head").textContent = v.head;
+    document.querySelector("#audit-entries tbody").replaceChildren(...audit.entries.map((e) =>
+      el("tr", { "data-seq": e.seq, class: e.state },
+        el("td", { class: "num" }, String(e.seq)),
+        el("td", { "data-col": "kind" }, e.kind),
+        el("td", { class: "time" }, e.created),
+        el("td", {}, el("code", {}, e.hash)),
+        el("td", { "data-col": "summary" }, e.summary))));
+  }
+
   async function refresh() {
     let running = false;
     try {
       const since = rounds.size ? Math.max(...rounds.keys()) + 1 : 0;
-      const [run, fresh] = await Promise.all([getJSON(base), getJSON(`${base}/rounds?since=${since}`)]);
+      const [run, fresh, audit] = await Promise.all([getJSON(base),
+        getJSON(`${base}/rounds?since=${since}`), getJSON(`${base}/audit`)]);
       for (const r of fresh.rounds) rounds.set(r.round, r);
       renderFacts(run);
       if (fresh.rounds.length > 0 || document.body.dataset.rounds === undefined) renderRounds();
       renderPrivacy(run.privacy);
       renderSecagg(run.secure_aggregation);
+      renderAudit(audit);
       clearError();
       running = run.status === "running";
       document.body.dataset.loaded = "true";
@@ -125,7 +153,9 @@
       showError(error.message);
       running = true; // try again: the store may be locked for a moment
     }
-    if (running) window.setTimeout(refresh, pollSeconds * 1000);
+    const again = running || wasRunning;
+    wasRunning = running;
+    if (again) window.setTimeout(refresh, pollSeconds * 1000);
   }
 
   document.getElementById("stop-form").addEventListener("submit", async (event) => {
