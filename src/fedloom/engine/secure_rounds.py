@@ -11,10 +11,11 @@ protocol is :class:`fedloom.secagg.server.ServerSession`; it sees masked vectors
 **Ring inputs.** When the stage right before the secure sum says ``ring_bits`` (the distributed
 discrete Gaussian, :class:`fedloom.privacy.DistributedGaussian`), its client half has already
 clipped, scaled, rounded and noised the update into integers modulo ``2^bits``; the protocol then
-carries them unchanged (:meth:`SecureSum.setup` with ``ring=True``: scale 1, no clipping, every
-client weighing one) and the stage's server half receives the survivors' modular sum, never one
-client's integers. Such a round also aborts before unmasking when fewer than the stage's
-``min_clients`` inputs survive, so no sum with too little noise is ever revealed.
+carries them unchanged (:meth:`SecureSum.setup` with ``ring=True``: scale 1, a clip bound no
+ring vector reaches, every client weighing one) and the stage's server half receives the
+survivors' modular sum, never one client's integers. Such a round also aborts before
+unmasking when fewer than the stage's ``min_clients`` inputs survive, so no sum with too little
+noise is ever revealed.
 
 A round that cannot complete securely (too few survivors, too few shares, a cohort the graph
 cannot cover) is recorded as aborted with its reason and leaves the model unchanged; it never

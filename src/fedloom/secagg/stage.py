@@ -95,8 +95,10 @@ class SecureSum:
 
         ``ring``: the inputs already are integers in ``[0, 2^bits)`` (a stage with
         ``StageTraits.ring_bits`` in front, such as the distributed discrete Gaussian), so the
-        protocol carries them unchanged: no clipping (``clip`` is infinite), scale 1, every
-        client weighing one, and ``clip`` and ``max_weight`` of this stage unused."""
+        protocol carries them unchanged: scale 1, every client weighing one, and a clip bound
+        of ``√dims · 2^bits``, above the norm of any vector in the ring, so that clipping never
+        acts (finite, as every transport's setup check demands); ``clip`` and ``max_weight`` of
+        this stage are unused."""
         members = tuple(sorted(int(c) for c in cohort))
         if len(set(members)) != len(members):
             raise ValueError("a secure aggregation cohort must list each client once")
@@ -118,7 +120,7 @@ class SecureSum:
                 threshold=graph.threshold,
                 bits=self.bits,
                 scale=1.0,
-                clip=math.inf,
+                clip=math.sqrt(dims) * float(1 << self.bits),
                 max_weight=1,
                 weighted=False,
                 dims=dims,
