@@ -53,6 +53,13 @@ class StageTraits:
     private_client_metrics: bool = False
     """The client half's measurements reach only this stage's server half, never the round's
     recorded metrics (they are about individual clients)."""
+    ring_bits: int | None = None
+    """The stage works on integers modulo ``2^ring_bits``. A secure sum says which ring it adds
+    in. Any other stage says that its client half already outputs ring integers in
+    ``[0, 2^ring_bits)`` whose server half needs only their unweighted sum modulo
+    ``2^ring_bits`` (the distributed discrete Gaussian's shares): a secure sum right after it
+    carries them unchanged, in the same ring, with no clipping, weighting or quantizing of its
+    own."""
 
 
 class Stage(Protocol):
@@ -199,6 +206,7 @@ def check_pipeline(stages: Sequence[Stage], reducer: Reducer) -> None:
                 f"stage {stages[position + 1].name!r} comes after the secure sum {stage.name!r}, "
                 "but nothing can act on masked values; put the secure sum last"
             )
+        _check_ring_input(stages[:position], stage, reducer)
         for earlier in stages[:position]:
             if not earlier.traits.sum_compatible:
                 raise ValueError(
@@ -207,3 +215,31 @@ def check_pipeline(stages: Sequence[Stage], reducer: Reducer) -> None:
                     "their sum (a non-linear codec, say); remove it, or use one whose decoder "
                     "is linear"
                 )
+
+
+def _check_ring_input(earlier: Sequence[Stage], secure: Stage, reducer: Reducer) -> None:
+    """Refuse ring-integer stages (``ring_bits``) that the secure sum ``secure`` cannot carry
+    unchanged: not directly before it, in another ring, or behind a weighted reducer."""
+    for position, stage in enumerate(earlier):
+        bits = stage.traits.ring_bits
+        if bits is None:
+            continue
+        if position != len(earlier) - 1:
+            raise ValueError(
+                f"stage {stage.name!r} outputs integers mod 2^{bits} for the secure sum "
+                f"{secure.name!r}, but stage {earlier[position + 1].name!r} comes between them "
+                f"and would change them; put {stage.name!r} directly before {secure.name!r}"
+            )
+        if secure.traits.ring_bits != bits:
+            raise ValueError(
+                f"stage {stage.name!r} outputs integers mod 2^{bits}, but the secure sum "
+                f"{secure.name!r} adds modulo 2^{secure.traits.ring_bits}; give "
+                f"{secure.name!r} bits={bits} so that it adds in the same ring"
+            )
+        if not getattr(reducer, "unweighted_sum", False):
+            raise ValueError(
+                f"stage {stage.name!r} outputs integers mod 2^{bits} that the secure sum "
+                f"{secure.name!r} must add unweighted, but the reducer {type(reducer).__name__} "
+                "would weight them; use fedloom.reducers.Sum() (algorithm.with_privacy(stage) "
+                "sets it)"
+            )

@@ -8,6 +8,15 @@ and typed replies, so the same code drives clients in this process, in the vecto
 and (through a transport that maps the messages) over the network. The server half of the
 protocol is :class:`fedloom.secagg.server.ServerSession`; it sees masked vectors, never an update.
 
+**Ring inputs.** When the stage right before the secure sum says ``ring_bits`` (the distributed
+discrete Gaussian, :class:`fedloom.privacy.DistributedGaussian`), its client half has already
+clipped, scaled, rounded and noised the update into integers modulo ``2^bits``; the protocol then
+carries them unchanged (:meth:`SecureSum.setup` with ``ring=True``: scale 1, a clip bound no
+ring vector reaches, every client weighing one) and the stage's server half receives the
+survivors' modular sum, never one client's integers. Such a round also aborts before
+unmasking when fewer than the stage's ``min_clients`` inputs survive, so no sum with too little
+noise is ever revealed.
+
 A round that cannot complete securely (too few survivors, too few shares, a cohort the graph
 cannot cover) is recorded as aborted with its reason and leaves the model unchanged; it never
 falls back to plain aggregation.
@@ -35,6 +44,7 @@ from fedloom.secagg.primitives import RingVector
 from fedloom.secagg.quantize import decode
 from fedloom.secagg.server import PHASES, SecureAggregationAborted, ServerSession
 from fedloom.secagg.stage import SecureSum
+from fedloom.stages import Stage
 
 SecureTaskKind = SecureTrainTask | SecureTask
 
@@ -53,6 +63,15 @@ def secure_stage(algorithm: Algorithm) -> SecureSum | None:
     return None
 
 
+def ring_input(algorithm: Algorithm) -> Stage | None:
+    """The stage whose ring integers the secure sum carries unchanged (``ring_bits``), if the
+    stage right before the secure sum is one (:func:`fedloom.stages.check_pipeline` has checked
+    that its ring is the secure sum's)."""
+    if len(algorithm.stages) >= 2 and algorithm.stages[-2].traits.ring_bits is not None:
+        return algorithm.stages[-2]
+    return None
+
+
 def check_secure(algorithm: Algorithm, executor: object) -> None:
     """Raise ValueError unless ``algorithm`` can run securely on ``executor``."""
     if not isinstance(executor, SecureExecutor):
@@ -60,7 +79,14 @@ def check_secure(algorithm: Algorithm, executor: object) -> None:
             f"{type(executor).__name__} cannot run secure aggregation (it has no run_secure for "
             "the SecAgg+ rounds); use executor='inprocess', 'vectorized', 'process' or 'ray'"
         )
-    if not isinstance(algorithm.reducer, WeightedMean | Mean):
+    ring = ring_input(algorithm)
+    if ring is not None:
+        if not getattr(algorithm.reducer, "unweighted_sum", False):
+            raise ValueError(
+                f"the ring integers of stage {ring.name!r} are summed unweighted, not by "
+                f"{type(algorithm.reducer).__name__}; use fedloom.reducers.Sum()"
+            )
+    elif not isinstance(algorithm.reducer, WeightedMean | Mean):
         raise ValueError(
             f"secure aggregation computes a weighted_mean or a mean, not "
             f"{type(algorithm.reducer).__name__}"
@@ -123,9 +149,15 @@ def run_secure_round(
             seconds=time.perf_counter() - started,
         )
 
+    ring = ring_input(algorithm)
+    if ring is not None:
+        # A sum of fewer noise shares than the stage needs must never be unmasked.
+        min_cohort = max(min_cohort, int(getattr(ring, "min_clients", 1)))
     try:
         weighted = isinstance(algorithm.reducer, WeightedMean)
-        setup = stage.setup(round_, cohort, dims=layout.size, weighted=weighted)
+        setup = stage.setup(
+            round_, cohort, dims=layout.size, weighted=weighted, ring=ring is not None
+        )
     except ValueError as error:
         return skipped, record(None, None, f"secure aggregation cannot start: {error}")
     server = ServerSession(setup)
@@ -143,11 +175,19 @@ def run_secure_round(
         total = _protocol(wire, server, training, min_cohort=min_cohort)
     except SecureAggregationAborted as error:
         return skipped, record(wire, server, f"secure aggregation aborted: {error.reason}")
-    weighted_sum, total_weight = decode(total, scale=setup.scale, bits=setup.bits)
-    if total_weight <= 0:
-        return skipped, record(wire, server, f"the decoded total weight is {total_weight}")
-    aggregate = (weighted_sum / total_weight).astype(np.float32)
-    next_state, metrics = _server_halves(algorithm, state, aggregate)
+    survivors = len(server.survivors)
+    if ring is not None:
+        # The modular sum itself, in [0, 2^bits): integers below 2^24 are exact in float32.
+        if int(total[-1]) != survivors % (1 << setup.bits):
+            return skipped, record(wire, server, f"the ring sum counts {total[-1]} inputs")
+        total_weight = survivors
+        aggregate = total[:-1].astype(np.float32)
+    else:
+        weighted_sum, total_weight = decode(total, scale=setup.scale, bits=setup.bits)
+        if total_weight <= 0:
+            return skipped, record(wire, server, f"the decoded total weight is {total_weight}")
+        aggregate = (weighted_sum / total_weight).astype(np.float32)
+    next_state, metrics = _server_halves(algorithm, state, aggregate, survivors)
     metrics["secagg.total_weight"] = float(total_weight)
     return next_state, record(wire, server, None, metrics)
 
@@ -192,16 +232,19 @@ def _protocol(
 
 
 def _server_halves(
-    algorithm: Algorithm, state: ServerState, aggregate: Vector
+    algorithm: Algorithm, state: ServerState, aggregate: Vector, survivors: int
 ) -> tuple[ServerState, dict[str, float]]:
     """The server halves of the stages before the secure sum (in reverse), then the server
-    optimizer, as a plain round applies them; no per-client measurements reach them."""
+    optimizer, as a plain round applies them; no per-client measurements reach them (one empty
+    mapping per survivor: they learn how many inputs the sum holds, nothing more)."""
     layout = algorithm.work.model.layout
     metrics: dict[str, float] = {}
     stage_states = list(state.stages)
     for i in reversed(range(len(algorithm.stages) - 1)):
         inner = algorithm.stages[i]
-        aggregate, stage_states[i], stage_metrics = inner.server(aggregate, stage_states[i], [])
+        aggregate, stage_states[i], stage_metrics = inner.server(
+            aggregate, stage_states[i], [{} for _ in range(survivors)]
+        )
         metrics.update({f"{inner.name}.{k}": v for k, v in stage_metrics.items()})
     step, opt_state = algorithm.server_optimizer.update(aggregate, state.optimizer)
     new_params = apply_step(layout, state.params, step, aggregate)

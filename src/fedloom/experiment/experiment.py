@@ -124,9 +124,14 @@ class Experiment:
                     f"that many clients' noise shares, got {self.run.min_cohort}",
                 )
             try:
-                self.privacy.stage(self.privacy_sampling())
+                noise = self.privacy.stage(self.privacy_sampling())
             except ValueError as error:
                 raise ExperimentError(("privacy",), str(error)) from None
+            if noise is not None:
+                try:  # the noise stage must fit the [[stages]] (a secure sum's ring, say)
+                    algorithm.with_privacy(noise)
+                except ValueError as error:
+                    raise ExperimentError(("stages",), str(error)) from None
             self.privacy.check_plan(self.privacy_sampling(), self.run.rounds)
 
     def privacy_sampling(self, population: int | None = None) -> Sampling:

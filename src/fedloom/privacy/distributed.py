@@ -9,15 +9,17 @@ result modulo ``m = 2^bits``. The sum of ``n ≥ min_clients`` shares carries no
 share is enough. The server half takes the sum modulo ``m``, maps it to ``[−m/2, m/2)``,
 multiplies by ``γ`` and divides by the expected cohort size (DP-FedAvg's fixed denominator).
 
-**Where secure aggregation plugs in.** The client half's output is a vector of integers in
-``[0, m)`` (held exactly in float32, ``bits ≤ 24``), and the server half needs only their sum
-modulo :attr:`DistributedGaussian.modulus`. A secure-sum reducer over ``Z_m`` (SecAgg masks added
-modulo ``m`` on the clients, removed in the sum) that says ``unweighted_sum`` replaces
-:class:`fedloom.reducers.Sum` with nothing else changed: the stage's client half runs before the
-masking stage's client half, its server half after unmasking. With the plain sum used today the
-server sees each client's noisy, quantized update, which carries only ``1/√n`` of the noise:
-the guarantee then holds against everyone who sees only the aggregate, **not** against the
-server.
+**Secure aggregation.** The client half's output is a vector of integers in ``[0, m)`` (held
+exactly in float32, ``bits ≤ 24``), and the server half needs only their sum modulo
+:attr:`DistributedGaussian.modulus`; the traits say so (``ring_bits``, ``sum_compatible``). Put
+a secure sum of the same ring right after the stage
+(``algorithm.with_privacy(ddg).with_stages(fedloom.secure_sum(clip, bits=ddg.bits))``): SecAgg+
+carries the integers unchanged (no second clipping, weighting or quantizing), the engine aborts
+the round before unmasking when fewer than ``min_clients`` inputs survive, and the server half
+decodes the unmasked modular sum, so the server never sees a sum with less noise than the
+guarantee assumes. With the plain :class:`fedloom.reducers.Sum` the server sees each client's
+noisy, quantized update, which carries only ``1/√n`` of the noise: the guarantee then holds
+against everyone who sees only the aggregate, **not** against the server.
 
 Accounting: the theorem's bound is zCDP, ``ρ = ε²/2``; each round is a ``ZCDpEvent(ρ)`` composed
 by dp-accounting's RDP accountant, with no amplification by sampling (dp-accounting has no
@@ -91,7 +93,13 @@ class DistributedGaussian:
 
     @property
     def traits(self) -> StageTraits:
-        return StageTraits(needs_linear_reducer=True, needs_sum=True, private=True)
+        return StageTraits(
+            needs_linear_reducer=True,
+            needs_sum=True,
+            private=True,
+            sum_compatible=True,
+            ring_bits=self.bits,
+        )
 
     @property
     def modulus(self) -> int:

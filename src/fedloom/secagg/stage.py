@@ -10,6 +10,7 @@ never fall back to plain aggregation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -65,7 +66,7 @@ class SecureSum:
 
     @property
     def traits(self) -> StageTraits:
-        return StageTraits(needs_linear_reducer=True, secure_sum=True)
+        return StageTraits(needs_linear_reducer=True, secure_sum=True, ring_bits=self.bits)
 
     def init(self, layout: Layout) -> StageState:
         return None
@@ -87,8 +88,17 @@ class SecureSum:
             "(fedloom.engine.secure_rounds); a round without them would not be secure"
         )
 
-    def setup(self, round_: int, cohort: Sequence[int], *, dims: int, weighted: bool) -> Setup:
-        """The public parameters of a round over ``cohort`` (distinct client ids)."""
+    def setup(
+        self, round_: int, cohort: Sequence[int], *, dims: int, weighted: bool, ring: bool = False
+    ) -> Setup:
+        """The public parameters of a round over ``cohort`` (distinct client ids).
+
+        ``ring``: the inputs already are integers in ``[0, 2^bits)`` (a stage with
+        ``StageTraits.ring_bits`` in front, such as the distributed discrete Gaussian), so the
+        protocol carries them unchanged: scale 1, every client weighing one, and a clip bound
+        of ``√dims · 2^bits``, above the norm of any vector in the ring, so that clipping never
+        acts (finite, as every transport's setup check demands); ``clip`` and ``max_weight`` of
+        this stage are unused."""
         members = tuple(sorted(int(c) for c in cohort))
         if len(set(members)) != len(members):
             raise ValueError("a secure aggregation cohort must list each client once")
@@ -100,6 +110,21 @@ class SecureSum:
             correctness_bits=self.correctness_bits,
             complete_up_to=self.complete_up_to,
         )
+        if ring:
+            if weighted:
+                raise ValueError("ring integers are summed unweighted; weighted must be False")
+            return Setup(
+                round=round_,
+                cohort=members,
+                degree=graph.degree,
+                threshold=graph.threshold,
+                bits=self.bits,
+                scale=1.0,
+                clip=math.sqrt(dims) * float(1 << self.bits),
+                max_weight=1,
+                weighted=False,
+                dims=dims,
+            )
         max_weight = self.max_weight if weighted else 1
         scale = scale_for(
             clients=len(members), clip=self.clip, max_weight=max_weight, bits=self.bits
