@@ -94,6 +94,16 @@ def serve(
     rounds while it serves.
     """
     since = now_iso()  # stop requests made before this belonged to an earlier attempt
+    if experiment.privacy is not None:
+        # The sites build their client program from [train], [algorithm] and [[stages]]: the
+        # client halves of a [privacy] mechanism (clipping, noise shares, DP-SGD) would not run
+        # there, and noise calibrated to a clipping bound nobody applied protects nothing.
+        raise ExperimentError(
+            ("privacy",),
+            "differential privacy is not carried to deployed sites yet (their clients would "
+            "not clip or add noise, so the guarantee would not hold): run this experiment in "
+            "simulation (`fedloom run`), or remove [privacy] to deploy it without DP",
+        )
     sites = options.sites
     admitted = _admission(experiment, sites)
     built = build(experiment, population=len(admitted.population))
