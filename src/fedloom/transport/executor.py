@@ -357,7 +357,7 @@ class GrpcExecutor:
         """The model's encoding to send in place of its float32 vector, or ``b""`` to send the
         vector: no broadcast codec, or a payload over the protocol's limit (``b.params`` is its
         decoding either way, so the site starts from the same model)."""
-        if b.payload is None or not b.payload:
+        if not b.payload:
             return b""
         limit = max_payload(self.config.layout.size)
         if len(b.payload) > limit:
