@@ -23,6 +23,7 @@ from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.engine import EvaluateTask, Evaluation, TrainTask
 from fedloom.engine.history import weighted_average
 from fedloom.engine.rounds import check_reply, client_seed
+from fedloom.experiment.compression_spec import CODEC_STAGES
 from fedloom.pki import Verifier
 from fedloom.reducers import WeightedMean
 from fedloom.transport import (
@@ -125,6 +126,12 @@ def relay(
             raise ValueError(
                 f"a relay forwards one weighted-mean update, which suits {list(RELAY_ALGORITHMS)};"
                 f" the run uses {config.algorithm!r}"
+            )
+        if config.stages and config.stages[-1].kind in CODEC_STAGES:
+            raise ValueError(
+                f"a relay forwards its region's mean as float32, so the run's last stage, codec "
+                f"{config.stages[-1].kind!r}, cannot encode updates through it; run without a "
+                "relay or without the codec stage"
             )
         if not executors:
             service = ServiceConfig(

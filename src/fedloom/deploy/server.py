@@ -185,6 +185,13 @@ def serve(
                 len(round_record.cohort),
                 ", ".join(names),
             )
+            for rejection in round_record.rejected:
+                log.warning(
+                    "round %d: the update from site %s was rejected: %s",
+                    round_record.round,
+                    sites[rejection.client],
+                    rejection.reason,
+                )
             if on_round is not None:
                 on_round(round_record, server_state)
             if request is not None:

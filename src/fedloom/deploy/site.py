@@ -8,7 +8,7 @@ file (read with ``allow_pickle=False``), and the training configuration is plain
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,11 @@ import numpy as np
 
 from fedloom.algorithms import ClientProgram
 from fedloom.client.work import Array
+from fedloom.compression import Codec
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.core.model import Model
-from fedloom.deploy.training import client_program
+from fedloom.deploy.training import site_algorithm
 from fedloom.engine import Evaluation
 from fedloom.transport.config import TrainingConfig
 
@@ -124,17 +125,32 @@ def load_model(reference: str, *, loss: str | None = None) -> Model:
 
 @dataclass
 class SiteProgram:
-    """The client program on this site's data, keeping its state between rounds."""
+    """The client program on this site's data, keeping its state between rounds.
+
+    ``broadcast`` is the run's broadcast codec: a broadcast that arrives encoded starts training
+    from its decoding, the very vector the server decoded for its own records
+    (:func:`fedloom.engine.payloads.encode_broadcast` decodes with the same codec)."""
 
     program: ClientProgram
     data: SiteData
     state: ClientState = field(default_factory=dict)
+    broadcast: Codec | None = None
 
     def train(self, broadcast: Broadcast) -> ClientResult:
+        if broadcast.payload is not None:
+            broadcast = replace(broadcast, params=self._decode(broadcast.payload), payload=None)
         result, self.state = self.program.run(
             broadcast, self.data.x_train, self.data.y_train, self.state
         )
         return result
+
+    def _decode(self, payload: bytes) -> Vector:
+        if self.broadcast is None:
+            raise ValueError(
+                "the server sent an encoded model, but the run's configuration names no "
+                "broadcast codec to decode it"
+            )
+        return self.broadcast.decode(payload, self.program.work.model.layout.size)
 
     def evaluate(self, params: Vector) -> Evaluation:
         if len(self.data.y_test) == 0:
@@ -145,4 +161,5 @@ class SiteProgram:
 
 def site_program(config: TrainingConfig, model: Model, data: SiteData) -> SiteProgram:
     """What the site runs for the server's ``config``."""
-    return SiteProgram(client_program(config, model), data)
+    algorithm = site_algorithm(config, model)
+    return SiteProgram(algorithm.client, data, broadcast=algorithm.broadcast)

@@ -3,13 +3,19 @@
 The server turns the experiment's ``[train]``, ``[algorithm]`` and ``[[stages]]`` tables into a
 :class:`~fedloom.transport.config.TrainingConfig`; a site turns that back into the same specs,
 which validate every value again, and builds the client program on the model it chose itself.
+A ``broadcast`` codec table travels as scalars (``broadcast = "uniform"``, ``broadcast.bits =
+8``) and is folded back on the site, which decodes each encoded model with that codec.
 """
 
 from __future__ import annotations
 
-from fedloom.algorithms import ClientProgram
+from collections.abc import Mapping
+from typing import Any
+
+from fedloom.algorithms import Algorithm, ClientProgram
 from fedloom.core.model import Model
 from fedloom.experiment import AlgorithmSpec, Experiment, ExperimentError, StageSpec, TrainSpec
+from fedloom.experiment.compression_spec import BROADCAST_OPTION
 from fedloom.transport.config import StageOptions, TrainingConfig, check_scalars
 
 _TRAIN_FIELDS = ("lr", "epochs", "steps", "batch_size", "optimizer", "momentum", "weight_decay")
@@ -23,7 +29,7 @@ def training_config(experiment: Experiment, *, task: str) -> TrainingConfig:
         return TrainingConfig(
             algorithm=experiment.algorithm.name,
             train={k: v for k, v in train.items() if v is not None},
-            algorithm_options=check_scalars("algorithm", experiment.algorithm.options),
+            algorithm_options=check_scalars("algorithm", _flat(experiment.algorithm.options)),
             stages=tuple(
                 StageOptions(s.kind, check_scalars(f"stage {s.kind}", s.options))
                 for s in experiment.stages
@@ -34,12 +40,43 @@ def training_config(experiment: Experiment, *, task: str) -> TrainingConfig:
         raise ExperimentError(("algorithm",), f"cannot be sent to sites: {error}") from None
 
 
-def client_program(config: TrainingConfig, model: Model) -> ClientProgram:
-    """The client program ``config`` describes, on ``model``; ValueError naming a bad value."""
+def site_algorithm(config: TrainingConfig, model: Model) -> Algorithm:
+    """The algorithm ``config`` describes, on ``model``: its client program and its broadcast
+    codec are what a site uses; ValueError naming a bad value."""
     try:
         train = TrainSpec(**dict(config.train))  # type: ignore[arg-type]
         stages = tuple(StageSpec(s.kind, dict(s.options)) for s in config.stages)
-        algorithm = AlgorithmSpec(config.algorithm, dict(config.algorithm_options))
-        return algorithm.build(train.work(model), stages).client
+        algorithm = AlgorithmSpec(config.algorithm, _nested(config.algorithm_options))
+        return algorithm.build(train.work(model), stages)
     except (ExperimentError, TypeError) as error:
         raise ValueError(f"the server's training configuration: {error}") from None
+
+
+def client_program(config: TrainingConfig, model: Model) -> ClientProgram:
+    """The client program ``config`` describes, on ``model``; ValueError naming a bad value."""
+    return site_algorithm(config, model).client
+
+
+_PREFIX = BROADCAST_OPTION + "."
+
+
+def _flat(options: Mapping[str, object]) -> dict[str, object]:
+    """``broadcast = { kind = "uniform", bits = 8 }`` as the scalars ``broadcast = "uniform"``
+    and ``broadcast.bits = 8``, which cross the wire; other options as they are."""
+    flat = {k: v for k, v in options.items() if k != BROADCAST_OPTION}
+    table = options.get(BROADCAST_OPTION)
+    if isinstance(table, Mapping):
+        flat[BROADCAST_OPTION] = table.get("kind")
+        flat.update({_PREFIX + k: v for k, v in table.items() if k != "kind"})
+    elif table is not None:
+        flat[BROADCAST_OPTION] = table
+    return flat
+
+
+def _nested(options: Mapping[str, object]) -> dict[str, Any]:
+    """:func:`_flat`'s options folded back into the ``broadcast`` table."""
+    nested: dict[str, Any] = {k: v for k, v in options.items() if not k.startswith(_PREFIX)}
+    extra = {k[len(_PREFIX) :]: v for k, v in options.items() if k.startswith(_PREFIX)}
+    if extra:
+        nested[BROADCAST_OPTION] = {"kind": options.get(BROADCAST_OPTION), **extra}
+    return nested

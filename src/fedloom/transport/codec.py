@@ -22,6 +22,9 @@ FRAME_BYTES = 5
 MAX_METRICS = 256
 MAX_VECTORS = 8
 MAX_NAME = 200
+PAYLOAD_SLACK = 1024
+"""Bytes an encoded payload may have beyond its model's float32 size: room for the compression
+envelope's header, codec parameters and checksum (:mod:`fedloom.compression.wire`)."""
 
 
 class ProtocolError(Exception):
@@ -169,6 +172,19 @@ def chunks(task: int, vector: Vector, chunk_bytes: int) -> Iterator[pb.Chunk]:
         yield pb.Chunk(task=task, data=view[start : start + chunk_bytes].tobytes())
 
 
+def payload_chunks(task: int, payload: bytes, chunk_bytes: int) -> Iterator[pb.Chunk]:
+    """An encoded payload's bytes in slices of at most ``chunk_bytes``."""
+    view = memoryview(payload)
+    for start in range(0, len(view), chunk_bytes):
+        yield pb.Chunk(task=task, data=view[start : start + chunk_bytes].tobytes())
+
+
+def max_payload(entries: int) -> int:
+    """The most bytes an encoded payload for a model of ``entries`` parameters may have: its
+    float32 size plus :data:`PAYLOAD_SLACK`. A codec that writes more compresses nothing."""
+    return 4 * entries + PAYLOAD_SLACK
+
+
 def headers(vectors: Sequence[tuple[str, Vector]]) -> list[pb.VectorHeader]:
     return [pb.VectorHeader(name=name, length=len(vector)) for name, vector in vectors]
 
@@ -177,11 +193,19 @@ class VectorReceiver:
     """Reassembles the vectors one message announced from the chunks that follow it.
 
     Each announced vector is allocated once at its declared length, which must not exceed
-    ``max_length``; chunks fill it in order, and a chunk that would overflow is an error.
+    ``max_length``; chunks fill it in order, and a chunk that would overflow is an error. A
+    message may also announce an encoded payload of ``payload_length`` bytes (at most
+    :func:`max_payload` of ``max_length``), whose chunks follow the vectors'.
     """
 
     def __init__(
-        self, task: int, announced: Sequence[pb.VectorHeader], *, max_length: int, chunk_bytes: int
+        self,
+        task: int,
+        announced: Sequence[pb.VectorHeader],
+        *,
+        max_length: int,
+        chunk_bytes: int,
+        payload_length: int = 0,
     ) -> None:
         if len(announced) > MAX_VECTORS:
             raise ProtocolError(f"{len(announced)} vectors in one message; at most {MAX_VECTORS}")
@@ -194,23 +218,34 @@ class VectorReceiver:
                     f"vector {header.name!r} announces {header.length} entries; "
                     f"at most {max_length} are accepted"
                 )
+        if payload_length > max_payload(max_length):
+            raise ProtocolError(
+                f"an encoded payload of {payload_length} bytes announced; at most "
+                f"{max_payload(max_length)} (the model's float32 size plus {PAYLOAD_SLACK}) "
+                "are accepted"
+            )
         self.task = task
         self.chunk_bytes = chunk_bytes
         self.names = names
         self.vectors = [np.empty(int(h.length), dtype=np.float32) for h in announced]
+        self.payload = bytearray(payload_length)
+        self._payload_filled = 0
         self._index = 0
         self._filled = 0
         self._skip_empty()
 
     @property
     def complete(self) -> bool:
-        return self._index >= len(self.vectors)
+        return self._index >= len(self.vectors) and self._payload_filled == len(self.payload)
 
     def add(self, chunk: pb.Chunk) -> None:
         if chunk.task != self.task:
             raise ProtocolError(f"chunk for task {chunk.task} while receiving task {self.task}")
         if self.complete:
             raise ProtocolError(f"more chunks than task {self.task}'s vectors hold")
+        if self._index >= len(self.vectors):
+            self._add_payload(chunk.data)
+            return
         size = len(chunk.data)
         if size == 0 or size % 4 or size > self.chunk_bytes:
             raise ProtocolError(
@@ -229,6 +264,25 @@ class VectorReceiver:
         if not self.complete:
             raise ProtocolError(f"task {self.task}'s vectors are incomplete")
         return dict(zip(self.names, self.vectors, strict=True))
+
+    def payload_result(self) -> bytes | None:
+        """The announced payload's bytes, or None if the message announced none."""
+        if not self.complete:
+            raise ProtocolError(f"task {self.task}'s payload is incomplete")
+        return bytes(self.payload) if self.payload else None
+
+    def _add_payload(self, data: bytes) -> None:
+        size = len(data)
+        if size == 0 or size > self.chunk_bytes:
+            raise ProtocolError(
+                f"payload chunk of {size} bytes; chunks hold 1 to {self.chunk_bytes} bytes"
+            )
+        if self._payload_filled + size > len(self.payload):
+            raise ProtocolError(
+                f"chunks overflow task {self.task}'s payload of {len(self.payload)} bytes"
+            )
+        self.payload[self._payload_filled : self._payload_filled + size] = data
+        self._payload_filled += size
 
     def _skip_empty(self) -> None:
         while self._index < len(self.vectors) and self._filled == len(self.vectors[self._index]):

@@ -34,7 +34,13 @@ from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.engine.secure_rounds import SecureTaskKind
 from fedloom.engine.tasks import EvaluateTask, Evaluation, Failure, Reply, Task, TrainTask
 from fedloom.secagg.messages import MaskingRequest, SecureReply, SecureTrainTask, Setup
-from fedloom.transport.codec import chunks, headers, stage_config_to_pb
+from fedloom.transport.codec import (
+    chunks,
+    headers,
+    max_payload,
+    payload_chunks,
+    stage_config_to_pb,
+)
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.secure_codec import phase_of, request_to_pb, setup_to_pb
 from fedloom.transport.server import FederationService, ServiceConfig, server_options
@@ -335,7 +341,7 @@ class GrpcExecutor:
 
     @staticmethod
     def _train_pb(
-        task_id: int, b: Broadcast, vectors: Sequence[tuple[str, Vector]]
+        task_id: int, b: Broadcast, vectors: Sequence[tuple[str, Vector]], payload: bytes = b""
     ) -> pb.TrainTask:
         return pb.TrainTask(
             task=task_id,
@@ -344,29 +350,55 @@ class GrpcExecutor:
             max_steps=b.max_steps or 0,
             stage_config=stage_config_to_pb(b.stage_config),
             vectors=headers(vectors),
+            payload_length=len(payload),
         )
 
+    def _encoded_model(self, b: Broadcast) -> bytes:
+        """The model's encoding to send in place of its float32 vector, or ``b""`` to send the
+        vector: no broadcast codec, or a payload over the protocol's limit (``b.params`` is its
+        decoding either way, so the site starts from the same model)."""
+        if not b.payload:
+            return b""
+        limit = max_payload(self.config.layout.size)
+        if len(b.payload) > limit:
+            log.warning(
+                "the broadcast payload has %d bytes, over the protocol's %d; sending float32",
+                len(b.payload),
+                limit,
+            )
+            return b""
+        return b.payload
+
     def _chunks(
-        self, task_id: int, vectors: Sequence[tuple[str, Vector]], session: Session
+        self,
+        task_id: int,
+        vectors: Sequence[tuple[str, Vector]],
+        session: Session,
+        payload: bytes = b"",
     ) -> Generator[pb.ServerMessage, None, bool]:
-        """The vectors' chunks; returns whether all were produced (False: the site left)."""
-        for _, vector in vectors:
-            for chunk in chunks(task_id, vector, self.config.chunk_bytes):
-                if session.closed is not None:
-                    return False
-                yield pb.ServerMessage(chunk=chunk)
+        """The vectors' chunks, then the payload's; returns whether all were produced (False:
+        the site left)."""
+        size = self.config.chunk_bytes
+        parts = [chunks(task_id, vector, size) for _, vector in vectors]
+        for chunk in itertools.chain(*parts, payload_chunks(task_id, payload, size)):
+            if session.closed is not None:
+                return False
+            yield pb.ServerMessage(chunk=chunk)
         return True
 
     def _messages(
         self, task_id: int, task: Task, session: Session, counter: RoundCounter
     ) -> Iterator[pb.ServerMessage]:
+        payload = b""
         if isinstance(task, TrainTask):
             b = task.broadcast
-            vectors = [("params", b.params), *b.extras.items()]
-            yield pb.ServerMessage(train=self._train_pb(task_id, b, vectors))
+            payload = self._encoded_model(b)
+            model = [] if payload else [("params", b.params)]
+            vectors = [*model, *b.extras.items()]
+            yield pb.ServerMessage(train=self._train_pb(task_id, b, vectors, payload))
         else:
             assert isinstance(task, EvaluateTask)
             vectors = [("params", task.params)]
             yield pb.ServerMessage(evaluate=pb.EvaluateTask(task=task_id, vectors=headers(vectors)))
-        if (yield from self._chunks(task_id, vectors, session)):
+        if (yield from self._chunks(task_id, vectors, session, payload)):
             counter.sent += 1  # resumed after the last message was written to the stream

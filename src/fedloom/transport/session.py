@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from fedloom.core.layout import Vector
 from fedloom.core.messages import ClientResult
 from fedloom.engine.tasks import Evaluation, Failure, Reply
@@ -155,16 +157,19 @@ class Session:
 
     def _train_reply(self, reply: pb.TrainReply) -> None:
         pending = self._pending(reply.task, "train")
+        receiver = VectorReceiver(
+            reply.task,
+            reply.vectors,
+            max_length=self.max_length,
+            chunk_bytes=self.chunk_bytes,
+            payload_length=int(reply.payload_length),
+        )
         if pending is None:
-            self.receiving = reply.task if reply.vectors else None
-            self.dropped = VectorReceiver(
-                reply.task, reply.vectors, max_length=self.max_length, chunk_bytes=self.chunk_bytes
-            )
+            self.receiving = None if receiver.complete else reply.task
+            self.dropped = receiver
             return
         pending.reply = reply
-        pending.receiver = VectorReceiver(
-            reply.task, reply.vectors, max_length=self.max_length, chunk_bytes=self.chunk_bytes
-        )
+        pending.receiver = receiver
         self.receiving = reply.task
         self._maybe_finish(reply.task, pending)
 
@@ -226,13 +231,24 @@ class Session:
             return
         assert pending.reply is not None
         vectors = receiver.result()
+        payload = receiver.payload_result()
         reply = pending.reply
         names = list(vectors)
-        if not names or names[0] != "update":
+        update: Vector
+        if payload is not None:  # the engine decodes it (fedloom.engine.payloads)
+            if "update" in names:
+                raise ProtocolError("a training reply with an encoded payload has no 'update'")
+            update = np.zeros(0, dtype=np.float32)
+        elif not names or names[0] != "update":
             raise ProtocolError(f"a training reply's first vector must be 'update', got {names}")
-        update: Vector = vectors.pop("update")
+        else:
+            update = vectors.pop("update")
         result = ClientResult(
-            update, int(reply.num_examples), extras=vectors, metrics=check_metrics(reply.metrics)
+            update,
+            int(reply.num_examples),
+            extras=vectors,
+            metrics=check_metrics(reply.metrics),
+            payload=payload,
         )
         del self.pending[task]
         pending.future.set_result(result)

@@ -21,11 +21,13 @@ from typing import Protocol
 
 import grpc
 import grpc.aio
+import numpy as np
 
 from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.engine.tasks import Evaluation
 from fedloom.transport.codec import (
+    PAYLOAD_SLACK,
     PROTOCOL_VERSION,
     ProtocolError,
     VectorReceiver,
@@ -33,6 +35,8 @@ from fedloom.transport.codec import (
     config_from_pb,
     headers,
     layout_to_pb,
+    max_payload,
+    payload_chunks,
     stage_config_from_pb,
 )
 from fedloom.transport.config import TrainingConfig
@@ -59,7 +63,10 @@ class SiteRefused(Exception):
 
 
 class Program(Protocol):
-    """What a site runs: its model's training and evaluation, built from the server's config."""
+    """What a site runs: its model's training and evaluation, built from the server's config.
+
+    A broadcast whose ``payload`` is set came encoded by the run's broadcast codec: its
+    ``params`` is empty and the program starts from the payload's decoding."""
 
     def train(self, broadcast: Broadcast) -> ClientResult: ...
 
@@ -274,7 +281,11 @@ class Site:
                 raise ProtocolError(f"unexpected {kind} message")
             task = getattr(message, kind)
             receiver = VectorReceiver(
-                task.task, task.vectors, max_length=self.layout.size, chunk_bytes=chunk_bytes
+                task.task,
+                task.vectors,
+                max_length=self.layout.size,
+                chunk_bytes=chunk_bytes,
+                payload_length=int(task.payload_length) if kind == "train" else 0,
             )
             while not receiver.complete:
                 part = await call.read()
@@ -284,7 +295,10 @@ class Site:
                     raise ProtocolError(f"expected a chunk of task {task.task}")
                 receiver.add(part.chunk)
             vectors = receiver.result()
-            for reply in await self._answer(kind, task, vectors, chunk_bytes):
+            payload = receiver.payload_result()
+            if payload is not None:  # the model, encoded: the program decodes it
+                vectors = {"params": np.zeros(0, dtype=np.float32), **vectors}
+            for reply in await self._answer(kind, task, vectors, chunk_bytes, payload):
                 await write(reply)  # type: ignore[misc]
 
     async def _secure_train(
@@ -325,6 +339,7 @@ class Site:
         task: pb.TrainTask | pb.EvaluateTask,
         vectors: dict[str, Vector],
         chunk_bytes: int,
+        payload: bytes | None = None,
     ) -> Iterator[pb.SiteMessage]:
         program = self._program
         assert program is not None
@@ -360,8 +375,16 @@ class Site:
                 extras=vectors,
                 stage_config=stage_config_from_pb(task.stage_config),
                 max_steps=int(task.max_steps) or None,
+                payload=payload,
             )
             result = await asyncio.to_thread(program.train, broadcast)
+            limit = max_payload(self.layout.size)
+            if result.payload is not None and len(result.payload) > limit:
+                raise ValueError(
+                    f"the update's encoded payload has {len(result.payload)} bytes, over the "
+                    f"protocol's limit of {limit} (the model's float32 size plus "
+                    f"{PAYLOAD_SLACK}); choose a codec that compresses"
+                )
         except Exception as error:
             log.warning(
                 "%s: task %d failed: %s: %s", self.name, task.task, type(error).__name__, error
@@ -380,15 +403,22 @@ class Site:
 
 
 def _train_reply(task: int, result: ClientResult, chunk_bytes: int) -> Iterator[pb.SiteMessage]:
-    vectors = [("update", result.update), *result.extras.items()]
+    """The reply's header, then its vectors' chunks, then its encoded update's (if any: the
+    update then travels only as those bytes)."""
+    payload = result.payload or b""
+    update = [] if result.payload is not None else [("update", result.update)]
+    vectors = [*update, *result.extras.items()]
     yield pb.SiteMessage(
         train_reply=pb.TrainReply(
             task=task,
             num_examples=result.num_examples,
             metrics=dict(result.metrics),
             vectors=headers(vectors),
+            payload_length=len(payload),
         )
     )
     for _, vector in vectors:
         for chunk in chunks(task, vector, chunk_bytes):
             yield pb.SiteMessage(chunk=chunk)
+    for chunk in payload_chunks(task, payload, chunk_bytes):
+        yield pb.SiteMessage(chunk=chunk)

@@ -59,7 +59,7 @@ class Tensor(_message.Message):
     def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., trainable: _Optional[bool] = ...) -> None: ...
 
 class TrainReply(_message.Message):
-    __slots__ = ("task", "num_examples", "metrics", "vectors")
+    __slots__ = ("task", "num_examples", "metrics", "vectors", "payload_length")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -71,11 +71,13 @@ class TrainReply(_message.Message):
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_LENGTH_FIELD_NUMBER: _ClassVar[int]
     task: int
     num_examples: int
     metrics: _containers.ScalarMap[str, float]
     vectors: _containers.RepeatedCompositeFieldContainer[VectorHeader]
-    def __init__(self, task: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., vectors: _Optional[_Iterable[_Union[VectorHeader, _Mapping]]] = ...) -> None: ...
+    payload_length: int
+    def __init__(self, task: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., vectors: _Optional[_Iterable[_Union[VectorHeader, _Mapping]]] = ..., payload_length: _Optional[int] = ...) -> None: ...
 
 class EvaluateReply(_message.Message):
     __slots__ = ("task", "num_examples", "metrics")
@@ -209,7 +211,7 @@ class Scalar(_message.Message):
     def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., flag: _Optional[bool] = ..., text: _Optional[str] = ...) -> None: ...
 
 class TrainTask(_message.Message):
-    __slots__ = ("task", "round", "seed", "max_steps", "stage_config", "vectors")
+    __slots__ = ("task", "round", "seed", "max_steps", "stage_config", "vectors", "payload_length")
     class StageConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -223,13 +225,15 @@ class TrainTask(_message.Message):
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     STAGE_CONFIG_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_LENGTH_FIELD_NUMBER: _ClassVar[int]
     task: int
     round: int
     seed: int
     max_steps: int
     stage_config: _containers.MessageMap[str, NumberMap]
     vectors: _containers.RepeatedCompositeFieldContainer[VectorHeader]
-    def __init__(self, task: _Optional[int] = ..., round: _Optional[int] = ..., seed: _Optional[int] = ..., max_steps: _Optional[int] = ..., stage_config: _Optional[_Mapping[str, NumberMap]] = ..., vectors: _Optional[_Iterable[_Union[VectorHeader, _Mapping]]] = ...) -> None: ...
+    payload_length: int
+    def __init__(self, task: _Optional[int] = ..., round: _Optional[int] = ..., seed: _Optional[int] = ..., max_steps: _Optional[int] = ..., stage_config: _Optional[_Mapping[str, NumberMap]] = ..., vectors: _Optional[_Iterable[_Union[VectorHeader, _Mapping]]] = ..., payload_length: _Optional[int] = ...) -> None: ...
 
 class NumberMap(_message.Message):
     __slots__ = ("values",)
