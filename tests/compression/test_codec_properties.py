@@ -30,6 +30,8 @@ def mean_of_decodes(codec: Codec, x: np.ndarray, draws: int, seed: int) -> np.nd
 @given(vectors, st.integers(1, 8), st.integers(0, 2**32))
 # The maximum lands a hair above the top level in float32; a cast to uint8 would wrap it to 0.
 @example(np.array([-3.0, 0.0], dtype=np.float32), 8, 2997473)
+# An all-negative vector: its range must not be widened to include 0 (found by CI).
+@example(np.array([-7.0, -6.0], dtype=np.float32), 1, 0)
 def test_uniform_quantization_is_unbiased(x: np.ndarray, bits: int, seed: int) -> None:
     draws = 600
     mean = mean_of_decodes(Uniform(bits), x, draws, seed)

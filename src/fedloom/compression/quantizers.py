@@ -83,8 +83,9 @@ class Uniform:
             low, high = -float(np.float32(self.bound)), float(np.float32(self.bound))
             values = np.clip(values, np.float32(low), np.float32(high))
         else:
-            low = float(values.min(initial=0.0)) if values.size else 0.0
-            high = float(values.max(initial=0.0)) if values.size else 0.0
+            # The vector's own range (not widened to include 0: that would waste levels).
+            low = float(values.min()) if values.size else 0.0
+            high = float(values.max()) if values.size else 0.0
         step = np.float32((high - low) / levels)
         if values.size == 0 or step == 0:
             codes = np.zeros(values.shape[0], dtype=np.uint8)
