@@ -22,11 +22,12 @@ checkpoints that round and marks the run ``interrupted``, to be resumed like any
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from fedloom.auditing import RunAuditor, auditing, run_facts
+from fedloom.auditing import AuditingExecutor, RunAuditor, auditing, run_facts
 from fedloom.client import LocalSGD
+from fedloom.core.messages import ClientState
 from fedloom.engine import History, RoundRecord, ServerState, train
 from fedloom.engine.buffered import train_buffered
 from fedloom.executors import closing_executor, make_executor
@@ -127,23 +128,12 @@ def run_experiment(
                 devices.clock = float(clocks[-1])  # the virtual clock goes on where it was
 
     every = built.checkpoint_every
-    records: list[RoundRecord] = []
+    recording = _Recording(store, run_id, since, auditor, on_round)
 
     def record(round_record: RoundRecord, server_state: ServerState) -> None:
         last = server_state.round == built.schedule.rounds
-        request = None if last else store.stop_request(run_id, since=since)
-        checkpoint = None
-        if server_state.round % every == 0 or last or request is not None:
-            checkpoint = Checkpoint(server_state, dict(executor.states))
-        # The audit entry first: a crash between the two leaves an entry for a round the store
-        # lost (re-run on resume), never a stored round the trail does not vouch for.
-        auditor.round(round_record, server_state, audited)
-        store.record_round(run_id, round_record, checkpoint=checkpoint)
-        if on_round is not None:
-            on_round(round_record, server_state)
-        records.append(round_record)
-        if request is not None:
-            raise _StopRequested(request, server_state)
+        due = server_state.round % every == 0 or last
+        recording.save(round_record, server_state, executor.states, audited, last=last, due=due)
 
     started = time.perf_counter()
     try:
@@ -156,7 +146,7 @@ def run_experiment(
                 on_round=record,
             )  # fmt: skip
     except _StopRequested as stop:
-        return _stopped(store, auditor, run_id, stop, built, records, started)
+        return recording.stopped(stop, built, started)
     except BaseException:
         store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
         auditor.finished("interrupted", "interrupted before the last round")
@@ -197,22 +187,11 @@ def _run_buffered(
     )  # fmt: skip
     auditor = _start_audit(store, run_id, experiment, config, admitted)
     plan = experiment.run.buffered_plan()
-    since = now_iso()
-    records: list[RoundRecord] = []
+    recording = _Recording(store, run_id, now_iso(), auditor, on_round)
 
     def record(round_record: RoundRecord, server_state: ServerState) -> None:
         last = server_state.round == plan.updates
-        request = None if last else store.stop_request(run_id, since=since)
-        checkpoint = None
-        if last or request is not None:
-            checkpoint = Checkpoint(server_state, dict(executor.states))
-        auditor.round(round_record, server_state, None)
-        store.record_round(run_id, round_record, checkpoint=checkpoint)
-        if on_round is not None:
-            on_round(round_record, server_state)
-        records.append(round_record)
-        if request is not None:
-            raise _StopRequested(request, server_state)
+        recording.save(round_record, server_state, executor.states, None, last=last, due=last)
 
     started = time.perf_counter()
     try:
@@ -225,7 +204,7 @@ def _run_buffered(
                 on_round=record,
             )  # fmt: skip
     except _StopRequested as stop:
-        return _stopped(store, auditor, run_id, stop, built, records, started)
+        return recording.stopped(stop, built, started)
     except BaseException:
         store.finish(run_id, status="interrupted", stopped="interrupted before the last step")
         auditor.finished("interrupted", "interrupted before the last step")
@@ -250,20 +229,51 @@ def _start_audit(
     return auditor
 
 
-def _stopped(
-    store: RunStore,
-    auditor: RunAuditor,
-    run_id: str,
-    stop: _StopRequested,
-    built: Built,
-    records: list[RoundRecord],
-    started: float,
-) -> Outcome:
-    """Close a run that stopped on request: interrupted in the store, its history so far."""
-    request = stop.request
-    stopped = f"stopped on request ({request.origin}, {request.requested})"
-    store.finish(run_id, status="interrupted", stopped=stopped)
-    auditor.finished("interrupted", stopped)
-    layout = built.algorithm.work.model.layout
-    history = History(tuple(records), stop.state.params, layout, stopped)
-    return Outcome(run_id, history, time.perf_counter() - started)
+@dataclass
+class _Recording:
+    """What happens after every round or server step: the audit entry, the stored round (with a
+    checkpoint when one is due), the caller's observer, and a stop request honoured."""
+
+    store: RunStore
+    run_id: str
+    since: str
+    """Stop requests made before this belonged to an earlier attempt."""
+    auditor: RunAuditor
+    on_round: RoundObserver | None
+    records: list[RoundRecord] = field(default_factory=list)
+
+    def save(
+        self,
+        round_record: RoundRecord,
+        state: ServerState,
+        client_states: Mapping[int, ClientState],
+        audited: AuditingExecutor | None,
+        *,
+        last: bool,
+        due: bool,
+    ) -> None:
+        """Record one round; raise :class:`_StopRequested` after it if a stop was asked for."""
+        request = None if last else self.store.stop_request(self.run_id, since=self.since)
+        checkpoint = None
+        if due or request is not None:
+            checkpoint = Checkpoint(state, dict(client_states))
+        # The audit entry first: a crash between the two leaves an entry for a round the store
+        # lost (re-run on resume), never a stored round the trail does not vouch for.
+        self.auditor.round(round_record, state, audited)
+        self.store.record_round(self.run_id, round_record, checkpoint=checkpoint)
+        if self.on_round is not None:
+            self.on_round(round_record, state)
+        self.records.append(round_record)
+        if request is not None:
+            raise _StopRequested(request, state)
+
+    def stopped(self, stop: _StopRequested, built: Built, started: float) -> Outcome:
+        """Close a run that stopped on request: interrupted in the store and the trail, and
+        its history so far."""
+        request = stop.request
+        stopped = f"stopped on request ({request.origin}, {request.requested})"
+        self.store.finish(self.run_id, status="interrupted", stopped=stopped)
+        self.auditor.finished("interrupted", stopped)
+        layout = built.algorithm.work.model.layout
+        history = History(tuple(self.records), stop.state.params, layout, stopped)
+        return Outcome(self.run_id, history, time.perf_counter() - started)
