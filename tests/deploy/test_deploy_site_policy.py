@@ -25,6 +25,13 @@ from fedloom.experiment import Experiment
 from fedloom.store import RunStore
 
 SECURE_ONLY = "# this site's data leaves only under secure aggregation\nsecure_aggregation = true\n"
+SECURE_SUM = """
+[[stages]]
+kind = "secure_sum"
+clip = 100.0
+dropout_rate = 0.0
+corrupt_fraction = 0.0
+"""
 REASON = "the site requires secure aggregation; the run has none"
 
 
@@ -132,3 +139,29 @@ def test_a_malformed_policy_file_is_refused_before_connecting(tmp_path: Path) ->
         )  # fmt: skip
         assert done.returncode == 2, done.stderr
         assert expected in done.stderr, done.stderr
+
+
+def test_a_site_requiring_secure_aggregation_trains_in_a_secure_run(tmp_path: Path) -> None:
+    names = ["site-a", "site-b", "site-c"]
+    text = experiment_text(clients=3, rounds=1, cohort=3, min_cohort=2, federated_eval=False)
+    text += SECURE_SUM
+    (tmp_path / "exp.toml").write_text(text)
+    data = write_site_data(Experiment.from_toml(text), tmp_path / "data")
+    fed = federation(tmp_path / "fed", names)
+    (tmp_path / "strict.toml").write_text(SECURE_ONLY + "max_epsilon = 4.0\n")
+    server = start_server(tmp_path, tmp_path / "exp.toml", fed, "--deadline", "60")
+    policy = ("--policy", str(tmp_path / "strict.toml"))
+    sites = [
+        start_site(tmp_path, server.port, fed, name, path, *policy)
+        for name, path in zip(names, data, strict=True)
+    ]
+    try:
+        assert finish(server.process) == 0, server.output()
+        assert [finish(p) for p in sites] == [0, 0, 0]
+    finally:
+        stop(server.process, *sites)
+    with RunStore.open(tmp_path / "runs" / "fedloom.db") as store:
+        (only,) = store.rounds(server.run_id)
+        entries = store.audit(server.run_id).entries()
+    assert only.accepted == (0, 1, 2)
+    assert not [e for e in entries if e.kind == "refusal"]

@@ -8,7 +8,8 @@ ends it with :class:`SiteRefused`; a finished run ends it normally. Secure aggre
 are answered by :class:`~fedloom.transport.secure_site.SecureSite` (the simulators' client code).
 A site with its own policy checks the run's terms in the server's Welcome before it builds
 anything or takes a task, answers terms it refuses with a Refusal message, and ends with
-:class:`PolicyRefused`.
+:class:`PolicyRefused`; a policy that requires secure aggregation also fails every plain
+(unmasked) training task, whatever the terms said.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.engine.tasks import Evaluation
-from fedloom.policy import SitePolicy
+from fedloom.policy import RunTerms, SitePolicy
 from fedloom.transport.codec import (
     PAYLOAD_SLACK,
     PROTOCOL_VERSION,
@@ -48,7 +49,7 @@ from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.secure_codec import FEATURE, reply_to_pb
 from fedloom.transport.secure_site import SecureSite
 from fedloom.transport.server import MAX_CHUNK_BYTES, METHOD, server_options
-from fedloom.transport.terms import refusal, refusal_message
+from fedloom.transport.terms import refusal, refusal_message, terms_from_pb
 
 log = logging.getLogger("fedloom.site")
 
@@ -145,6 +146,8 @@ class Site:
         self._config: TrainingConfig | None = None
         self.tasks_done = 0
         self._joined = False
+        self.terms: RunTerms | None = None
+        """The run's terms as the server's latest Welcome stated them (a relay passes them on)."""
 
     def run(self) -> str:
         """Take part until the run ends; return the server's closing reason."""
@@ -229,6 +232,7 @@ class Site:
             if first.WhichOneof("kind") != "welcome":
                 raise ProtocolError("the server's first message was not Welcome")
             welcome = first.welcome
+            self.terms = terms_from_pb(welcome.terms) if welcome.HasField("terms") else None
             if self.policy is not None:
                 reason = refusal(self.policy, welcome)
                 if reason is not None:
@@ -380,6 +384,15 @@ class Site:
         program = self._program
         assert program is not None
         params = vectors.pop("params", None)
+        if kind == "train" and self.policy is not None and self.policy.secure_aggregation:
+            # The terms promised secure aggregation; a plain training task would send this
+            # site's update in the clear.
+            reason = (
+                "this site's policy requires secure aggregation; it answers only secure "
+                "training tasks, not a plain one"
+            )
+            log.warning("%s: task %d refused: %s", self.name, task.task, reason)
+            return iter([pb.SiteMessage(task_failed=pb.TaskFailed(task=task.task, reason=reason))])
         if params is None:
             return iter(
                 [
