@@ -125,3 +125,23 @@ def test_terms_survive_the_wire_and_malformed_ones_are_refused() -> None:
     for bad in (pb.RunTerms(model="softmax"), pb.RunTerms(algorithm="a", model="m", epsilon=-1)):
         with pytest.raises(ProtocolError, match="run terms"):
             terms_from_pb(bad)
+
+
+def test_a_secure_only_site_fails_plain_training_tasks_whatever_the_terms_said() -> None:
+    claimed = RunTerms("fedavg", "softmax", secure_aggregation=True)  # but tasks come plain
+    with GrpcExecutor(
+        _config(claimed, ("careful",)), address="127.0.0.1:0", credentials=None
+    ) as executor:
+        site = _site(
+            executor.port, "careful", SitePolicy("careful", secure_aggregation=True), Ones()
+        )
+        threading.Thread(target=site.run, daemon=True).start()
+        assert executor.wait_for_sites(1, timeout=30)
+        (reply,) = executor.run([TrainTask(0, Broadcast(0, np.zeros(4, np.float32), seed=0))])
+        assert isinstance(reply, Failure)
+        assert reply.reason == (
+            "site careful: this site's policy requires secure aggregation; it answers only "
+            "secure training tasks, not a plain one"
+        )
+        assert site.tasks_done == 0
+        assert executor.refusals() == []
