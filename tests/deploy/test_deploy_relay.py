@@ -66,7 +66,13 @@ def test_relays_equal_a_flat_federation(tmp_path: Path) -> None:
                     tmp_path / f"region-{r + 1}.txt")
         for r in range(2)
     ]  # fmt: skip
-    members = [start_site(tmp_path, ports[i // 2], fed, s, data[i]) for i, s in enumerate(sites)]
+    # s3 brings a policy the run meets: the relay passes the central run's terms on to it.
+    (tmp_path / "policy.toml").write_text('models = ["softmax"]\nalgorithms = ["fedavg"]\n')
+    policy = {"s3": ("--policy", str(tmp_path / "policy.toml"))}
+    members = [
+        start_site(tmp_path, ports[i // 2], fed, s, data[i], *policy.get(s, ()))
+        for i, s in enumerate(sites)
+    ]
     try:
         assert finish(server.process) == 0, server.output()
         assert all(finish(p) == 0 for p in [*relays, *members])

@@ -18,6 +18,17 @@ if TYPE_CHECKING:
     from fedloom.deploy import FederationLive
 
 SERVER_CERT = "server"
+POLICY_REFUSED = 3
+"""``fedloom client``'s exit status when its own policy refused the run's terms."""
+
+
+class PolicyRefusal(click.ClickException):
+    """This site's policy refused the run: the reason on one line, exit status 3."""
+
+    exit_code = POLICY_REFUSED
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"refused: {self.message}", err=True)
 
 
 def _logging(verbose: bool) -> None:
@@ -277,6 +288,13 @@ def _dashboard(config: DashboardConfig | None) -> Iterator[FederationLive | None
 @click.option("--server-name", help="Name to expect in the server's certificate.")
 @click.option("--give-up-after", type=float, help="Stop after this many seconds unjoined.")
 @click.option("--backoff-max", default=30.0, show_default=True, help="Longest retry delay (s).")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This site's own policy (TOML, the keys of a [[sites]] table but identity): a run "
+    "asking for more is refused (exit status 3).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log connections and tasks.")
 @user_errors
 def client(
@@ -291,12 +309,14 @@ def client(
     server_name: str | None,
     give_up_after: float | None,
     backoff_max: float,
+    policy_file: Path | None,
     verbose: bool,
 ) -> None:
     """Take part in a federation as one site, training on local data only."""
     from fedloom.deploy import load_model, load_site_data, site_program
+    from fedloom.experiment.site_policy_file import load_site_policy
     from fedloom.pki import site_of
-    from fedloom.transport import Backoff, Site, SiteCredentials, TrainingConfig
+    from fedloom.transport import Backoff, PolicyRefused, Site, SiteCredentials, TrainingConfig
 
     _logging(verbose)
     if insecure:
@@ -315,6 +335,7 @@ def client(
         pem, ca = identity.read_bytes(), ca_cert.read_bytes()
         name = site_of(pem, ca)  # refuses an expired or foreign certificate before connecting
         credentials = SiteCredentials(pem, key.read_bytes(), ca, server_name=server_name)
+    policy = None if policy_file is None else load_site_policy(policy_file, name)
     local = load_site_data(data)
     layout = load_model(model_ref).layout
 
@@ -329,6 +350,10 @@ def client(
         credentials=credentials,
         backoff=Backoff(maximum=backoff_max),
         give_up_after=give_up_after,
+        policy=policy,
     )
-    reason = site.run()
+    try:
+        reason = site.run()
+    except PolicyRefused as refused:
+        raise PolicyRefusal(str(refused)) from None
     click.echo(f"{name}: {reason} ({site.tasks_done} tasks done)")

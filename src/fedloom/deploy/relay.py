@@ -141,6 +141,7 @@ def relay(
                 sites=options.sites,
                 verifier=options.verifier,
                 heartbeat=options.heartbeat,
+                terms=site.terms,  # the central run's, for the region's sites to check
             )
             executors.append(
                 GrpcExecutor(

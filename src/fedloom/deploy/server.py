@@ -12,6 +12,12 @@ the newest unfinished run of that experiment from its checkpoint; sites reconnec
 A stop request in the store (the dashboard's control action) is honoured as ``fedloom run``
 honours it: after recording a round, the run is checkpointed and marked interrupted, to be
 resumed.
+
+Every site is told the run's terms when it joins (see
+:func:`~fedloom.experiment.policy_spec.run_terms`). A site whose own policy refuses them says
+why and leaves; the refusal goes to the run's audit trail (kind ``refusal``, by ``site``, with
+the identity its certificate proves), the site sits the run out, and the run goes on with the
+others, or fails, saying so, when too few remain.
 """
 
 from __future__ import annotations
@@ -34,7 +40,13 @@ from fedloom.runner import Outcome, RoundObserver
 from fedloom.simulation import held_out_evaluation
 from fedloom.store import Checkpoint, RunStore, StopRequest, StoreError, code_version
 from fedloom.store.control import now_iso
-from fedloom.transport import MAX_CHUNK_BYTES, GrpcExecutor, ServerCredentials, ServiceConfig
+from fedloom.transport import (
+    MAX_CHUNK_BYTES,
+    GrpcExecutor,
+    ServerCredentials,
+    ServiceConfig,
+    SiteRefusal,
+)
 
 log = logging.getLogger("fedloom.server")
 
@@ -141,6 +153,7 @@ def serve(
         chunk_bytes=options.chunk_bytes,
         heartbeat=options.heartbeat,
         hello_timeout=options.hello_timeout,
+        terms=run_terms(experiment),
     )
     started = time.perf_counter()
     with GrpcExecutor(
@@ -168,6 +181,7 @@ def serve(
                 wire[f"wire_bytes_down.secagg.{phase}"] = float(phase_down - before[0])
                 wire[f"wire_bytes_up.secagg.{phase}"] = float(phase_up - before[1])
             last_phases = phases
+            _audit_refusals(auditor, executor.refusals())
             round_record = replace(round_record, metrics={**round_record.metrics, **wire})
             checkpoint = None
             final = server_state.round == built.schedule.rounds
@@ -202,13 +216,15 @@ def serve(
         try:
             log.info("run %s: waiting for %d of %d sites", run_id, wanted, len(sites))
             executor.wait_for_sites(wanted)
+            _audit_refusals(auditor, executor.refusals())
+            population = _remaining(experiment, sites, admitted, executor.refused())
             last = executor.traffic()
             last_phases = executor.phase_traffic()
             history = train(
                 built.algorithm,
                 audited,
                 built.schedule,
-                population=admitted.population,
+                population=population,
                 evaluate=held_out_evaluation(built.algorithm.work.model, built.data),
                 state=state,
                 on_round=record,
@@ -223,6 +239,12 @@ def serve(
             history = History(tuple(records), params, layout, stopped)
             executor.close("the run was stopped on request", finished=False)
             return Outcome(run_id, history, time.perf_counter() - started)
+        except _TooFew as error:
+            _audit_refusals(auditor, executor.refusals())
+            store.finish(run_id, status="failed", stopped=str(error))
+            auditor.finished("failed", str(error))
+            executor.close(str(error), finished=True)
+            raise ExperimentError(("policy",), str(error)) from None
         except BaseException:
             store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
             auditor.finished("interrupted", "interrupted before the last round")
@@ -230,6 +252,7 @@ def serve(
         finally:
             if live is not None:
                 live.detach()
+        _audit_refusals(auditor, executor.refusals())
     store.finish(run_id, status="completed", stopped=history.stopped)
     auditor.finished("completed", history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)
@@ -248,6 +271,42 @@ def _admission(experiment: Experiment, sites: Sequence[str]) -> Admission:
         )  # fmt: skip
     except PolicyError as error:
         raise ExperimentError(("policy",), str(error)) from None
+
+
+def _audit_refusals(auditor: RunAuditor, refusals: Sequence[SiteRefusal]) -> None:
+    """One ``refusal`` entry for each site that refused the run under its own policy."""
+    for refusal in refusals:
+        payload = {"identity": refusal.site, "by": "site", "reason": refusal.reason}
+        if refusal.subject is not None:
+            payload["subject"] = refusal.subject
+        auditor.decision("refusal", payload)
+        log.warning("site %s refused the run: %s", refusal.site, refusal.reason)
+
+
+class _TooFew(Exception):
+    """Too few sites remain after their own policies' refusals for a round to count."""
+
+
+def _remaining(
+    experiment: Experiment, sites: Sequence[str], admitted: Admission, refused: frozenset[str]
+) -> tuple[int, ...]:
+    """The admitted population less the sites that refused the run (:class:`_TooFew` if fewer
+    remain than a round needs)."""
+    population = tuple(c for c in admitted.population if sites[c] not in refused)
+    if len(population) == len(admitted.population):
+        return population
+    policy_min = 1 if experiment.policy is None else experiment.policy.min_cohort
+    cohort = experiment.run.cohort if isinstance(experiment.run.cohort, int) else 1
+    needed = max(policy_min, experiment.run.min_cohort, cohort)
+    if len(population) < needed:
+        who = sorted(refused & {sites[c] for c in admitted.population})
+        raise _TooFew(
+            f"only {len(population)} of {len(admitted.population)} sites remain after "
+            f"{', '.join(who)} refused the run under their own policies, fewer than the "
+            f"{needed} a round needs (policy.min_cohort = {policy_min}, run.min_cohort = "
+            f"{experiment.run.min_cohort}, run cohort {cohort}); see the run's audit trail"
+        )
+    return population
 
 
 class _StopRequested(Exception):

@@ -11,8 +11,20 @@ from __future__ import annotations
 from fedloom.transport.codec import PROTOCOL_VERSION, ProtocolError
 from fedloom.transport.config import StageOptions, TrainingConfig
 from fedloom.transport.executor import GrpcExecutor, ServerCredentials
-from fedloom.transport.server import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, ServiceConfig
-from fedloom.transport.site import Backoff, Program, Site, SiteCredentials, SiteRefused
+from fedloom.transport.server import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_CHUNK_BYTES,
+    ServiceConfig,
+    SiteRefusal,
+)
+from fedloom.transport.site import (
+    Backoff,
+    PolicyRefused,
+    Program,
+    Site,
+    SiteCredentials,
+    SiteRefused,
+)
 from fedloom.transport.view import FederationView, RoundView, SessionView
 
 __all__ = [
@@ -22,6 +34,7 @@ __all__ = [
     "Backoff",
     "FederationView",
     "GrpcExecutor",
+    "PolicyRefused",
     "Program",
     "ProtocolError",
     "RoundView",
@@ -30,6 +43,7 @@ __all__ = [
     "SessionView",
     "Site",
     "SiteCredentials",
+    "SiteRefusal",
     "SiteRefused",
     "StageOptions",
     "TrainingConfig",

@@ -43,7 +43,12 @@ from fedloom.transport.codec import (
 )
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.secure_codec import phase_of, request_to_pb, setup_to_pb
-from fedloom.transport.server import FederationService, ServiceConfig, server_options
+from fedloom.transport.server import (
+    FederationService,
+    ServiceConfig,
+    SiteRefusal,
+    server_options,
+)
 from fedloom.transport.session import Answer, Session
 from fedloom.transport.view import FederationView, RoundCounter, SessionView
 
@@ -120,8 +125,18 @@ class GrpcExecutor:
         return self._call(self._connected())
 
     def wait_for_sites(self, count: int, timeout: float | None = None) -> bool:
-        """Block until ``count`` sites are connected; False if ``timeout`` passes first."""
+        """Block until ``count`` sites are connected, or as many as have not refused the run;
+        False if ``timeout`` passes first."""
         return self._call(self._wait_for(count, timeout))
+
+    def refusals(self) -> list[SiteRefusal]:
+        """The refusals sites sent since the last call (their own policies refused the run's
+        terms), oldest first."""
+        return self._call(self._refusals())
+
+    def refused(self) -> frozenset[str]:
+        """The sites whose latest session refused the run."""
+        return self._call(self._refused())
 
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         return self._call(self._run(tasks))
@@ -196,9 +211,19 @@ class GrpcExecutor:
     async def _connected(self) -> list[str]:
         return self.service.connected()
 
+    async def _refusals(self) -> list[SiteRefusal]:
+        found, self.service.refusals = self.service.refusals, []
+        return found
+
+    async def _refused(self) -> frozenset[str]:
+        return frozenset(self.service.refused)
+
     async def _wait_for(self, count: int, timeout: float | None) -> bool:
+        def wanted() -> int:
+            return min(count, len(self.config.sites) - len(self.service.refused))
+
         async def enough() -> None:
-            while len(self.service.connected()) < count:
+            while len(self.service.connected()) < wanted():
                 self.service.changed.clear()
                 await self.service.changed.wait()
 

@@ -6,6 +6,11 @@ A site's identity comes from the certificate its TLS handshake authenticated, ch
 server it comes from the site's Hello and is only checked against the allow-list. Anything
 malformed or hostile ends that one stream with a status naming the reason and a log line naming
 the peer; no other session notices.
+
+The Welcome states the run's terms (``ServiceConfig.terms``); a site whose own policy refuses
+them answers a Refusal, which ends its session and is kept in :attr:`FederationService.refusals`
+for the run's audit trail. A refusing site is unavailable to the run (its tasks fail) until it
+joins again without refusing.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import grpc.aio
 
 from fedloom.core.layout import Layout
 from fedloom.pki import CertificateRefused, PkiError, Verifier
+from fedloom.policy import RunTerms
 from fedloom.transport.codec import (
     PROTOCOL_VERSION,
     ProtocolError,
@@ -34,6 +40,7 @@ from fedloom.transport.config import TrainingConfig
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.secure_codec import FEATURE
 from fedloom.transport.session import Session, Traffic
+from fedloom.transport.terms import MAX_REASON, terms_to_pb
 
 log = logging.getLogger("fedloom.transport")
 
@@ -56,7 +63,8 @@ class ServiceConfig:
     ``sites`` is the population in engine order (client ``i`` is ``sites[i]``); ``verifier``
     is None only on an insecure server. ``hello_timeout`` bounds how long a connection may
     stay silent before its Hello; ``heartbeat`` is the interval both sides keep, and a site
-    silent for three intervals is dropped.
+    silent for three intervals is dropped. ``terms``: what the run asks of the sites, sent in
+    every Welcome for sites with their own policy to check (None: not stated).
     """
 
     run: str
@@ -67,6 +75,7 @@ class ServiceConfig:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     heartbeat: float = 5.0
     hello_timeout: float = 10.0
+    terms: RunTerms | None = None
 
     def __post_init__(self) -> None:
         if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 4:
@@ -81,6 +90,16 @@ class ServiceConfig:
             raise ValueError(f"sites must be distinct and non-empty, got {list(self.sites)}")
 
 
+@dataclass(frozen=True)
+class SiteRefusal:
+    """A site refused the run under its own policy: its name, its certificate's subject (None
+    on an insecure server), and its reason."""
+
+    site: str
+    subject: str | None
+    reason: str
+
+
 class FederationService:
     """Sessions by site name, and the ``Join`` handler that creates them."""
 
@@ -89,6 +108,10 @@ class FederationService:
         self.sessions: dict[str, Session] = {}
         self.traffic = Traffic()
         self.changed = asyncio.Event()
+        self.refusals: list[SiteRefusal] = []
+        """Every refusal so far, in order (read and cleared by the executor's caller)."""
+        self.refused: set[str] = set()
+        """Sites whose latest session refused the run."""
         self._layout = layout_key(config.layout)
         self._welcome = config_to_pb(config.training)
         self._secure = any(s.kind == "secure_sum" for s in config.training.stages)
@@ -151,6 +174,7 @@ class FederationService:
                 config=self._welcome,
                 chunk_bytes=self.config.chunk_bytes,
                 heartbeat_seconds=self.config.heartbeat,
+                terms=None if self.config.terms is None else terms_to_pb(self.config.terms),
             )
         )
         reader = asyncio.create_task(self._read(session, requests))
@@ -250,6 +274,11 @@ class FederationService:
         try:
             async for message in requests:
                 session.last_seen = loop.time()
+                if message.WhichOneof("kind") == "refusal":
+                    self._refusal(session, message.refusal.reason[:MAX_REASON])
+                    return
+                if session.site in self.refused:  # it joined again and took part
+                    self.refused.discard(session.site)
                 session.receive(message)
             session.close("disconnected")
         except ProtocolError as error:
@@ -262,6 +291,14 @@ class FederationService:
         except Exception as error:
             log.warning("site %s (%s): %s", session.site, session.peer, error)
             session.close(f"connection lost ({type(error).__name__}: {error})")
+
+    def _refusal(self, session: Session, reason: str) -> None:
+        reason = reason.strip() or "no reason given"
+        log.warning("site %s refused the run under its own policy: %s", session.site, reason)
+        self.refusals.append(SiteRefusal(session.site, session.subject, reason))
+        self.refused.add(session.site)
+        session.close(f"refused the run: {reason}")
+        self.changed.set()
 
     async def _write(
         self, session: Session, context: grpc.aio.ServicerContext, welcome: pb.ServerMessage

@@ -6,6 +6,10 @@ its kept state, such as SCAFFOLD's control variate) across reconnections. A refu
 retrying cannot fix (a revoked or unknown certificate, a model that does not match the run's)
 ends it with :class:`SiteRefused`; a finished run ends it normally. Secure aggregation's rounds
 are answered by :class:`~fedloom.transport.secure_site.SecureSite` (the simulators' client code).
+A site with its own policy checks the run's terms in the server's Welcome before it builds
+anything or takes a task, answers terms it refuses with a Refusal message, and ends with
+:class:`PolicyRefused`; a policy that requires secure aggregation also fails every plain
+(unmasked) training task, whatever the terms said.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +30,7 @@ import numpy as np
 from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.engine.tasks import Evaluation
+from fedloom.policy import RunTerms, SitePolicy
 from fedloom.transport.codec import (
     PAYLOAD_SLACK,
     PROTOCOL_VERSION,
@@ -44,6 +49,7 @@ from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.secure_codec import FEATURE, reply_to_pb
 from fedloom.transport.secure_site import SecureSite
 from fedloom.transport.server import MAX_CHUNK_BYTES, METHOD, server_options
+from fedloom.transport.terms import refusal, refusal_message, terms_from_pb
 
 log = logging.getLogger("fedloom.site")
 
@@ -60,6 +66,14 @@ PERMANENT = frozenset(
 
 class SiteRefused(Exception):
     """The server refused this site for a reason retrying cannot fix, or it gave up."""
+
+
+class PolicyRefused(SiteRefused):
+    """This site's own policy refused the run's terms; the server was told why."""
+
+    def __init__(self, site: str, reason: str) -> None:
+        super().__init__(f"{site} refused the run under its own policy: {reason}")
+        self.reason = reason
 
 
 class Program(Protocol):
@@ -123,6 +137,8 @@ class Site:
     secure: bool = True
     """Whether the site takes part in secure aggregation (a relay does not: it would see its
     region's updates)."""
+    policy: SitePolicy | None = None
+    """The site's own policy: the run's terms are checked against it before any task."""
 
     def __post_init__(self) -> None:
         self._secure = SecureSite(self.layout.size)
@@ -130,6 +146,8 @@ class Site:
         self._config: TrainingConfig | None = None
         self.tasks_done = 0
         self._joined = False
+        self.terms: RunTerms | None = None
+        """The run's terms as the server's latest Welcome stated them (a relay passes them on)."""
 
     def run(self) -> str:
         """Take part until the run ends; return the server's closing reason."""
@@ -214,6 +232,11 @@ class Site:
             if first.WhichOneof("kind") != "welcome":
                 raise ProtocolError("the server's first message was not Welcome")
             welcome = first.welcome
+            self.terms = terms_from_pb(welcome.terms) if welcome.HasField("terms") else None
+            if self.policy is not None:
+                reason = refusal(self.policy, welcome)
+                if reason is not None:
+                    await self._refuse(call, write, reason)
             self._welcome(welcome)
             self._joined = True
             log.info("%s joined run %s at %s", self.name, welcome.run, self.target)
@@ -224,6 +247,23 @@ class Site:
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
+
+    async def _refuse(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        write: Callable[[pb.SiteMessage], Awaitable[None]],
+        reason: str,
+    ) -> None:
+        """Tell the server why this site refuses the run, wait for it to end the stream (a
+        few seconds at most), and stop with :class:`PolicyRefused`."""
+        log.warning("%s refuses run at %s: %s", self.name, self.target, reason)
+        await write(refusal_message(reason))
+        await call.done_writing()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5.0):
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+        raise PolicyRefused(self.name, reason)
 
     def _welcome(self, welcome: pb.Welcome) -> None:
         if welcome.protocol_version != PROTOCOL_VERSION:
@@ -344,6 +384,15 @@ class Site:
         program = self._program
         assert program is not None
         params = vectors.pop("params", None)
+        if kind == "train" and self.policy is not None and self.policy.secure_aggregation:
+            # The terms promised secure aggregation; a plain training task would send this
+            # site's update in the clear.
+            reason = (
+                "this site's policy requires secure aggregation; it answers only secure "
+                "training tasks, not a plain one"
+            )
+            log.warning("%s: task %d refused: %s", self.name, task.task, reason)
+            return iter([pb.SiteMessage(task_failed=pb.TaskFailed(task=task.task, reason=reason))])
         if params is None:
             return iter(
                 [

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SiteMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "train_reply", "evaluate_reply", "task_failed", "chunk", "key_advertisement", "shared_keys", "masked_input", "unmask_shares")
+    __slots__ = ("hello", "heartbeat", "train_reply", "evaluate_reply", "task_failed", "chunk", "key_advertisement", "shared_keys", "masked_input", "unmask_shares", "refusal")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     TRAIN_REPLY_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class SiteMessage(_message.Message):
     SHARED_KEYS_FIELD_NUMBER: _ClassVar[int]
     MASKED_INPUT_FIELD_NUMBER: _ClassVar[int]
     UNMASK_SHARES_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     train_reply: TrainReply
@@ -28,7 +29,8 @@ class SiteMessage(_message.Message):
     shared_keys: SharedKeys
     masked_input: MaskedInput
     unmask_shares: UnmaskShares
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., train_reply: _Optional[_Union[TrainReply, _Mapping]] = ..., evaluate_reply: _Optional[_Union[EvaluateReply, _Mapping]] = ..., task_failed: _Optional[_Union[TaskFailed, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., key_advertisement: _Optional[_Union[KeyAdvertisement, _Mapping]] = ..., shared_keys: _Optional[_Union[SharedKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., unmask_shares: _Optional[_Union[UnmaskShares, _Mapping]] = ...) -> None: ...
+    refusal: Refusal
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., train_reply: _Optional[_Union[TrainReply, _Mapping]] = ..., evaluate_reply: _Optional[_Union[EvaluateReply, _Mapping]] = ..., task_failed: _Optional[_Union[TaskFailed, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., key_advertisement: _Optional[_Union[KeyAdvertisement, _Mapping]] = ..., shared_keys: _Optional[_Union[SharedKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., unmask_shares: _Optional[_Union[UnmaskShares, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "site", "layout", "features")
@@ -129,20 +131,44 @@ class ServerMessage(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., train: _Optional[_Union[TrainTask, _Mapping]] = ..., evaluate: _Optional[_Union[EvaluateTask, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., secure_train: _Optional[_Union[SecureTrainTask, _Mapping]] = ..., key_roster: _Optional[_Union[KeyRoster, _Mapping]] = ..., masking_request: _Optional[_Union[MaskingRequest, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("protocol_version", "site", "run", "config", "chunk_bytes", "heartbeat_seconds")
+    __slots__ = ("protocol_version", "site", "run", "config", "chunk_bytes", "heartbeat_seconds", "terms")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     site: str
     run: str
     config: TrainingConfig
     chunk_bytes: int
     heartbeat_seconds: float
-    def __init__(self, protocol_version: _Optional[int] = ..., site: _Optional[str] = ..., run: _Optional[str] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., chunk_bytes: _Optional[int] = ..., heartbeat_seconds: _Optional[float] = ...) -> None: ...
+    terms: RunTerms
+    def __init__(self, protocol_version: _Optional[int] = ..., site: _Optional[str] = ..., run: _Optional[str] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., chunk_bytes: _Optional[int] = ..., heartbeat_seconds: _Optional[float] = ..., terms: _Optional[_Union[RunTerms, _Mapping]] = ...) -> None: ...
+
+class RunTerms(_message.Message):
+    __slots__ = ("algorithm", "model", "secure_aggregation", "epsilon", "delta", "recipients")
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SECURE_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    algorithm: str
+    model: str
+    secure_aggregation: bool
+    epsilon: float
+    delta: float
+    recipients: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, algorithm: _Optional[str] = ..., model: _Optional[str] = ..., secure_aggregation: _Optional[bool] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., recipients: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Refusal(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class TrainingConfig(_message.Message):
     __slots__ = ("algorithm", "algorithm_options", "train", "stages", "loss")
