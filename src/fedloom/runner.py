@@ -148,11 +148,9 @@ def run_experiment(
     except _StopRequested as stop:
         return recording.stopped(stop, built, started)
     except BaseException:
-        store.finish(run_id, status="interrupted", stopped="interrupted before the last round")
-        auditor.finished("interrupted", "interrupted before the last round")
+        recording.finish("interrupted", "interrupted before the last round")
         raise
-    store.finish(run_id, status="completed", stopped=history.stopped)
-    auditor.finished("completed", history.stopped)
+    recording.finish("completed", history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)
 
 
@@ -206,11 +204,9 @@ def _run_buffered(
     except _StopRequested as stop:
         return recording.stopped(stop, built, started)
     except BaseException:
-        store.finish(run_id, status="interrupted", stopped="interrupted before the last step")
-        auditor.finished("interrupted", "interrupted before the last step")
+        recording.finish("interrupted", "interrupted before the last step")
         raise
-    store.finish(run_id, status="completed", stopped=history.stopped)
-    auditor.finished("completed", history.stopped)
+    recording.finish("completed", history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)
 
 
@@ -267,13 +263,17 @@ class _Recording:
         if request is not None:
             raise _StopRequested(request, state)
 
+    def finish(self, status: str, stopped: str) -> None:
+        """The run's end, in the store and in its audit trail."""
+        self.store.finish(self.run_id, status=status, stopped=stopped)
+        self.auditor.finished(status, stopped)
+
     def stopped(self, stop: _StopRequested, built: Built, started: float) -> Outcome:
         """Close a run that stopped on request: interrupted in the store and the trail, and
         its history so far."""
         request = stop.request
         stopped = f"stopped on request ({request.origin}, {request.requested})"
-        self.store.finish(self.run_id, status="interrupted", stopped=stopped)
-        self.auditor.finished("interrupted", stopped)
+        self.finish("interrupted", stopped)
         layout = built.algorithm.work.model.layout
         history = History(tuple(self.records), stop.state.params, layout, stopped)
         return Outcome(self.run_id, history, time.perf_counter() - started)
