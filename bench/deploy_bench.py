@@ -4,12 +4,13 @@ TLS socket limit on the same machine.
     python bench/deploy_bench.py                              # 20 sites, 10M parameters, 5 rounds
     python bench/deploy_bench.py --sites 4 --rounds 3         # smaller, for a 2-core machine
 
-A server process runs the engine's executor interface (`GrpcExecutor`) over mutual TLS; each
-site is its own process running `fedloom.transport.Site` with a program that answers at once
-(its update is the parameters it received), so the numbers are the transport's alone. Per round
-every site receives the model and sends one update back. Each process reports its own peak
-resident memory (``ru_maxrss``). The limit is the same number of bytes pushed through one plain
-TLS socket (Python's ``ssl``, the same certificates) between two processes. Results go to
+A server process runs the engine's executor interface (`GrpcExecutor`) over mutual TLS, folding
+each update into a float64 running mean as it arrives (`run_each`, as the engine's streamed rounds
+do); each site is its own process running `fedloom.transport.Site` with a program that answers at
+once (its update is the parameters it received), so the numbers are the transport's alone. Per
+round every site receives the model and sends one update back. Each process reports its own peak
+resident memory (``ru_maxrss``). The limit is the same number of bytes pushed through one plain TLS
+socket (Python's ``ssl``, the same certificates) between two processes. Results go to
 ``docs/deploy-benchmark.md`` and ``bench/deploy_results.json`` unless ``--no-write``.
 """
 
@@ -48,6 +49,7 @@ def server(args: argparse.Namespace) -> None:
     from fedloom.core.messages import Broadcast, ClientResult
     from fedloom.engine.tasks import TrainTask
     from fedloom.pki import Federation, Verifier
+    from fedloom.reducers import Fold, WeightedMean
     from fedloom.transport import GrpcExecutor, ServerCredentials, ServiceConfig, TrainingConfig
 
     fed = Federation(Path(args.federation))
@@ -74,12 +76,17 @@ def server(args: argparse.Namespace) -> None:
             before = executor.traffic()
             started = time.perf_counter()
             tasks = [TrainTask(i, Broadcast(r, params, seed=i)) for i in range(len(sites))]
-            replies = executor.run(tasks)
+            fold = WeightedMean().fold(args.params)
+
+            def consume(position: int, reply: object, fold: Fold = fold) -> None:
+                assert isinstance(reply, ClientResult), reply
+                fold.add(reply.update, reply.num_examples)
+
+            executor.run_each(tasks, consume)  # as the engine's streamed rounds do
+            params = fold.result()
             seconds = time.perf_counter() - started
-            assert all(isinstance(x, ClientResult) for x in replies), replies
             down, up = (a - b for a, b in zip(executor.traffic(), before, strict=True))
             rounds.append({"seconds": seconds, "bytes_down": down, "bytes_up": up})
-            del replies
     print(json.dumps({"rounds": rounds, "peak_mb": _peak_mb()}), flush=True)
 
 

@@ -21,7 +21,7 @@ from fedloom.core.layout import Vector
 from fedloom.core.messages import ClientResult, ClientState
 from fedloom.engine import Executor, RoundRecord, ServerState
 from fedloom.engine.secure_rounds import SecureExecutor, SecureTaskKind
-from fedloom.engine.tasks import Failure, Reply, Task, TrainTask
+from fedloom.engine.tasks import Consume, Failure, Reply, Task, TrainTask, run_each
 from fedloom.experiment import Experiment
 from fedloom.policy import simulated_identity
 from fedloom.secagg.messages import SecureReply, SecureTrainTask
@@ -51,7 +51,7 @@ def run_facts(experiment: Experiment, config: str) -> dict[str, Any]:
 
 def vector_hash(vector: Vector) -> str:
     """SHA-256 of a vector's float32 bytes (little-endian, as stored)."""
-    return digest(np.ascontiguousarray(vector, dtype="<f4").tobytes())
+    return digest(np.ascontiguousarray(vector, dtype="<f4").data.cast("B"))  # hashed in place
 
 
 class AuditingExecutor:
@@ -71,14 +71,27 @@ class AuditingExecutor:
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         replies = self.inner.run(tasks)
         for task, reply in zip(tasks, replies, strict=True):
-            if not isinstance(task, TrainTask):
-                continue
-            round_ = task.broadcast.round
-            if round_ not in self.sent:
-                self.sent[round_] = vector_hash(task.broadcast.params)
-            if isinstance(reply, ClientResult):
-                self.received.setdefault(round_, {})[task.client] = vector_hash(reply.update)
+            self._note(task, reply)
         return replies
+
+    def run_each(self, tasks: Sequence[Task], consume: Consume) -> None:
+        """The inner executor's :func:`~fedloom.engine.tasks.run_each`, noting each reply's
+        hash as it passes, so a streaming executor stays streaming behind the audit."""
+
+        def noted(position: int, reply: Reply) -> None:
+            self._note(tasks[position], reply)
+            consume(position, reply)
+
+        run_each(self.inner, tasks, noted)
+
+    def _note(self, task: Task, reply: Reply) -> None:
+        if not isinstance(task, TrainTask):
+            return
+        round_ = task.broadcast.round
+        if round_ not in self.sent:
+            self.sent[round_] = vector_hash(task.broadcast.params)
+        if isinstance(reply, ClientResult):
+            self.received.setdefault(round_, {})[task.client] = vector_hash(reply.update)
 
     def take(self, round_: int) -> tuple[str | None, dict[int, str]]:
         """The round's model hash and update hashes, forgotten once taken."""

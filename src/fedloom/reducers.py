@@ -3,10 +3,17 @@
 A reducer is *linear* when its output is a weighted sum of the inputs; only linear reducers can
 run behind secure aggregation, which reveals nothing but a sum. Robust reducers (median, Krum…)
 are non-linear and are refused there at build time.
+
+The linear built-ins are also *foldable* (:class:`FoldableReducer`): they compute their result one
+update at a time in a float64 running sum (:class:`Fold`), so the engine can fold each client's
+update in as it arrives and drop it, holding one float64 vector instead of the cohort
+(:func:`fedloom.engine.rounds.run_round`). Their ``__call__`` folds the stacked rows in order, so
+both paths give the same bits for the same order.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -71,26 +78,88 @@ def check_cohort(updates: npt.NDArray[np.float32], weights: npt.NDArray[np.float
         raise ValueError(f"weights must be finite and > 0, got {weights.tolist()}")
 
 
+FOLD_BLOCK = 1 << 18
+"""Entries converted to float64 at a time while folding: the temporary stays 2 MB whatever the
+model's size."""
+
+
+class Fold:
+    """``Σ cᵢ uᵢ`` kept in float64 as updates arrive, ``cᵢ`` the client's weight (``weighted``)
+    or 1; :meth:`result` divides by ``Σ cᵢ`` (``mean``) or not, and rounds to float32.
+
+    A float32 entry times an integer weight below 2**29 is exact in float64, so the running sum
+    rounds only when it adds; the float32 result is the same for any order of the clients
+    except, rarely, in its last bit (about 2**-29 × clients of the entries).
+    """
+
+    def __init__(self, size: int, *, weighted: bool, mean: bool) -> None:
+        self.total = np.zeros(size, dtype=np.float64)
+        self.weights = 0.0
+        self.count = 0
+        self.weighted = weighted
+        self.mean = mean
+
+    def add(self, update: npt.ArrayLike, weight: float) -> None:
+        """Fold in one client's ``update`` of this fold's size with its positive ``weight``."""
+        vector = np.asarray(update)
+        if vector.shape != self.total.shape:
+            raise ValueError(f"update has shape {vector.shape}, expected {self.total.shape}")
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"weight must be finite and > 0, got {weight!r}")
+        c = float(weight) if self.weighted else 1.0
+        for start in range(0, vector.shape[0], FOLD_BLOCK):
+            part = vector[start : start + FOLD_BLOCK].astype(np.float64)
+            if c != 1.0:
+                part *= c
+            self.total[start : start + FOLD_BLOCK] += part
+        self.weights += c
+        self.count += 1
+
+    def result(self) -> Vector:
+        """The sum, or the mean, as float32; ValueError if nothing was folded in."""
+        if self.count == 0:
+            raise ValueError("no update was folded in; a reduction needs at least one")
+        if self.mean:
+            self.total /= self.weights
+        return self.total.astype(np.float32)
+
+
+@runtime_checkable
+class FoldableReducer(Reducer, Protocol):
+    """A linear reducer that can run one update at a time: ``fold(size)`` starts a
+    :class:`Fold` whose result is what ``__call__`` returns on the stacked updates."""
+
+    def fold(self, size: int) -> Fold: ...
+
+
+def _folded(
+    fold: Fold, updates: npt.NDArray[np.float32], weights: npt.NDArray[np.float64]
+) -> Vector:
+    check_cohort(updates, weights)
+    for row, weight in zip(updates, weights, strict=True):
+        fold.add(row, float(weight))
+    return fold.result()
+
+
 @dataclass(frozen=True)
 class WeightedMean:
     """``Σ wᵢ uᵢ / Σ wᵢ``: FedAvg's reducer, weighting each client by its example count.
 
-    The sum runs in float64, so the float32 result is exact to its last bit for any realistic
-    cohort and barely depends on the order of the clients.
+    The sum runs in float64 (:class:`Fold`), so the float32 result is exact to its last bit for
+    any realistic cohort and barely depends on the order of the clients.
     """
 
     @property
     def linear(self) -> bool:
         return True
 
+    def fold(self, size: int) -> Fold:
+        return Fold(size, weighted=True, mean=True)
+
     def __call__(
         self, updates: npt.NDArray[np.float32], weights: npt.NDArray[np.float64]
     ) -> Vector:
-        check_cohort(updates, weights)
-        w = weights.astype(np.float64)
-        total: npt.NDArray[np.float64] = w @ updates.astype(np.float64)
-        mean: npt.NDArray[np.float64] = total / w.sum()
-        return mean.astype(np.float32)
+        return _folded(self.fold(updates.shape[-1]), updates, weights)
 
 
 @dataclass(frozen=True)
@@ -101,12 +170,13 @@ class Mean:
     def linear(self) -> bool:
         return True
 
+    def fold(self, size: int) -> Fold:
+        return Fold(size, weighted=False, mean=True)
+
     def __call__(
         self, updates: npt.NDArray[np.float32], weights: npt.NDArray[np.float64]
     ) -> Vector:
-        check_cohort(updates, weights)
-        total: npt.NDArray[np.float64] = updates.mean(axis=0, dtype=np.float64)
-        return total.astype(np.float32)
+        return _folded(self.fold(updates.shape[-1]), updates, weights)
 
 
 @dataclass(frozen=True)
@@ -126,12 +196,13 @@ class Sum:
     def unweighted_sum(self) -> bool:
         return True
 
+    def fold(self, size: int) -> Fold:
+        return Fold(size, weighted=False, mean=False)
+
     def __call__(
         self, updates: npt.NDArray[np.float32], weights: npt.NDArray[np.float64]
     ) -> Vector:
-        check_cohort(updates, weights)
-        total: npt.NDArray[np.float64] = updates.sum(axis=0, dtype=np.float64)
-        return total.astype(np.float32)
+        return _folded(self.fold(updates.shape[-1]), updates, weights)
 
 
 def weighted_mean() -> WeightedMean:

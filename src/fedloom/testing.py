@@ -22,7 +22,9 @@ The rules are the contracts the engine relies on (DESIGN.md, "Parts"):
 - an **executor** answers every task, in order, as the in-process executor does: the same
   results for the same broadcasts, a :class:`~fedloom.engine.Failure` (not an exception) for an
   unknown client or a client whose code raises, a client listed twice trains twice in order,
-  and the state it keeps between rounds is the one the in-process executor keeps.
+  and the state it keeps between rounds is the one the in-process executor keeps; one that
+  also streams (``run_each``) hands every task's reply over exactly once, at its position, with
+  the same replies and state as by ``run``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,15 @@ from fedloom.client.local_sgd import CONTROL
 from fedloom.core.layout import Field, Layout
 from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.data import ClientData
-from fedloom.engine.tasks import EvaluateTask, Evaluation, Executor, Failure, Reply, TrainTask
+from fedloom.engine.tasks import (
+    EvaluateTask,
+    Evaluation,
+    Executor,
+    Failure,
+    Reply,
+    StreamingExecutor,
+    TrainTask,
+)
 from fedloom.executors.inprocess import InProcessExecutor
 from fedloom.linear import SoftmaxRegression
 from fedloom.reducers import Reducer
@@ -169,9 +179,44 @@ def check_executor(
     reference = InProcessExecutor(program, clients)
     expected = reference.run(tasks)
     executor = make(program, clients)
+    _same_run(executor, tasks, expected, reference, streamed=False)
+    if isinstance(executor, StreamingExecutor):
+        _same_run(make(program, clients), tasks, expected, reference, streamed=True)
+
+
+def _same_run(
+    executor: Executor,
+    tasks: Sequence[TrainTask | EvaluateTask],
+    expected: Sequence[Reply],
+    reference: InProcessExecutor,
+    *,
+    streamed: bool,
+) -> None:
+    """``executor`` answers ``tasks`` as the reference did, by ``run`` or by ``run_each``, and
+    is left keeping the reference's client state."""
     name = type(executor).__name__
     try:
-        replies = executor.run(tasks)
+        if streamed:
+            assert isinstance(executor, StreamingExecutor)
+            name += ".run_each"
+            handed: dict[int, Reply] = {}
+
+            def consume(position: int, reply: Reply) -> None:
+                _require(
+                    0 <= position < len(tasks) and position not in handed,
+                    f"{name} handed over position {position} twice or out of range",
+                )
+                handed[position] = reply
+
+            executor.run_each(tasks, consume)
+            _require(
+                sorted(handed) == list(range(len(tasks))),
+                f"{name} must hand over every task once: {len(tasks)} tasks, positions "
+                f"{sorted(handed)}",
+            )
+            replies = [handed[i] for i in range(len(tasks))]
+        else:
+            replies = executor.run(tasks)
     finally:
         close = getattr(executor, "close", None)
         if callable(close):

@@ -4,8 +4,10 @@ bytes counted per direction are exactly the frames protobuf's encoding predicts.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
+import pytest
 
 from fedloom.core.layout import Field, Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult
@@ -78,3 +80,84 @@ def test_large_vectors_stream_in_chunks() -> None:
     thread.join(timeout=30)
     assert not thread.is_alive()  # the site left when the server said goodbye
     assert site.tasks_done == 2
+
+
+class Slow(Doubling):
+    """:class:`Doubling`, answering only after ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def train(self, broadcast: Broadcast) -> ClientResult:
+        time.sleep(self.seconds)
+        return super().train(broadcast)
+
+
+def _sites(executor: GrpcExecutor, layout: Layout, delays: dict[str, float]) -> list[Site]:
+    sites = [
+        Site(
+            target=f"127.0.0.1:{executor.port}",
+            name=name,
+            layout=layout,
+            prepare=lambda _, s=seconds: Slow(s),
+            credentials=None,
+        )
+        for name, seconds in delays.items()
+    ]
+    for site in sites:
+        threading.Thread(target=site.run, daemon=True).start()
+    assert executor.wait_for_sites(len(sites), timeout=30)
+    return sites
+
+
+def test_run_each_hands_replies_over_as_they_arrive() -> None:
+    delays = {"slow": 1.5, "quick": 0.0, "middle": 0.5}
+    layout = Layout((Field("w", (SIZE,)),))
+    config = ServiceConfig(
+        run="r", layout=layout, training=TrainingConfig("fedavg", {"lr": 0.1}),
+        sites=tuple(delays), verifier=None, chunk_bytes=CHUNK, heartbeat=60.0,
+    )  # fmt: skip
+    with GrpcExecutor(config, address="127.0.0.1:0", credentials=None, deadline=60) as executor:
+        _sites(executor, layout, delays)
+        params = np.random.default_rng(1).standard_normal(SIZE).astype(np.float32)
+        tasks = [TrainTask(i, Broadcast(0, params * (i + 1), seed=i)) for i in range(3)]
+        handed: list[tuple[int, object]] = []
+        executor.run_each(tasks, lambda i, reply: handed.append((i, reply)))
+        assert [i for i, _ in handed] == [1, 2, 0]  # quick, middle, slow
+        for i, reply in handed:
+            assert isinstance(reply, ClientResult)
+            np.testing.assert_array_equal(reply.update, 2 * (params * (i + 1)))
+
+
+def test_one_upload_slot_still_collects_every_site_and_keeps_queued_sites() -> None:
+    # Six sites answer at once; the server reads one reply's vectors at a time, and the
+    # others wait unread past three heartbeat intervals without being dropped as silent.
+    delays = {f"s{i}": 0.0 for i in range(6)}
+    size = 8 * SIZE  # 32 MB: five uploads outlast the 0.6 s a silent site is given
+    layout = Layout((Field("w", (size,)),))
+    config = ServiceConfig(
+        run="r", layout=layout, training=TrainingConfig("fedavg", {"lr": 0.1}),
+        sites=tuple(delays), verifier=None, chunk_bytes=CHUNK, heartbeat=0.2, uploads=1,
+    )  # fmt: skip
+    with GrpcExecutor(config, address="127.0.0.1:0", credentials=None, deadline=60) as executor:
+        _sites(executor, layout, delays)
+        params = np.random.default_rng(2).standard_normal(size).astype(np.float32)
+        for round_ in range(2):
+            tasks = [TrainTask(i, Broadcast(round_, params + i, seed=i)) for i in range(6)]
+            handed: dict[int, object] = {}
+            executor.run_each(tasks, handed.__setitem__)
+            assert sorted(handed) == list(range(6))
+            for i, reply in handed.items():
+                assert isinstance(reply, ClientResult), reply
+                np.testing.assert_array_equal(reply.update, 2 * (params + i))
+        assert len(executor.connected()) == 6
+
+
+def test_upload_slots_must_be_a_positive_integer() -> None:
+    layout = Layout((Field("w", (4,)),))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="uploads must be an integer >= 1"):
+            ServiceConfig(
+                run="r", layout=layout, training=TrainingConfig("fedavg", {}),
+                sites=("a",), verifier=None, uploads=bad,  # type: ignore[arg-type]
+            )  # fmt: skip

@@ -20,7 +20,7 @@ import numpy as np
 
 from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult
-from fedloom.engine import EvaluateTask, Evaluation, TrainTask
+from fedloom.engine import EvaluateTask, Evaluation, Reply, TrainTask
 from fedloom.engine.history import weighted_average
 from fedloom.engine.rounds import check_reply, client_seed
 from fedloom.experiment.compression_spec import CODEC_STAGES
@@ -65,22 +65,27 @@ class RelayProgram:
             TrainTask(i, replace(broadcast, seed=client_seed(broadcast.seed, broadcast.round, i)))
             for i in range(len(self.sites))
         ]
-        results: list[ClientResult] = []
+        fold = WeightedMean().fold(self.layout.size)
+        kept: dict[int, ClientResult] = {}  # without their updates, folded in as they arrive
         problems = []
-        for site, reply in zip(self.sites, self.executor.run(tasks), strict=True):
+
+        def consume(position: int, reply: Reply) -> None:
+            site = self.sites[position]
             problem = check_reply(reply, self.layout, {})
             if problem is None:
                 assert isinstance(reply, ClientResult)
-                results.append(reply)
+                fold.add(reply.update, reply.num_examples)
+                kept[position] = replace(reply, update=np.zeros(0, dtype=np.float32))
             else:
                 problems.append(f"{site}: {problem}")
                 log.warning("round %d: site %s left out: %s", broadcast.round, site, problem)
-        if not results:
+
+        self.executor.run_each(tasks, consume)
+        if not kept:
             raise RuntimeError(f"no site of this region answered ({'; '.join(problems)})")
+        results = [kept[i] for i in sorted(kept)]
         counts = [r.num_examples for r in results]
-        update = WeightedMean()(
-            np.stack([r.update for r in results]), np.array(counts, dtype=np.float64)
-        )
+        update = fold.result()
         metrics = weighted_average([r.metrics for r in results], counts)
         return ClientResult(update, int(sum(counts)), metrics=metrics)
 

@@ -20,9 +20,9 @@ from fedloom.core.seeding import client_seeds
 from fedloom.engine.history import Rejection, RoundRecord, weighted_average
 from fedloom.engine.payloads import decode_reply, download_bytes, encode_broadcast, upload_bytes
 from fedloom.engine.sampling import Sampler
-from fedloom.engine.tasks import Executor, Failure, TrainTask
+from fedloom.engine.tasks import Executor, Failure, Reply, TrainTask, run_each
 from fedloom.optimizers import OptimizerState
-from fedloom.reducers import StatefulReducer, reduce_with_state
+from fedloom.reducers import Fold, FoldableReducer, StatefulReducer, reduce_with_state
 from fedloom.stages import StageState
 
 
@@ -108,21 +108,40 @@ def run_round(
         TrainTask(c, Broadcast(round_, params, s, state.extras, stage_config, payload=payload))
         for c, s in zip(cohort, seeds, strict=True)
     ]
-    replies = executor.run(tasks) if tasks else []
-    sent_up = sum(upload_bytes(r) for r in replies)
-    replies = [decode_reply(algorithm, c, r) for c, r in zip(cohort, replies, strict=True)]
-
     layout = algorithm.work.model.layout
     expected = algorithm.correction.expected_extras(layout.size) if algorithm.correction else {}
-    accepted: list[tuple[int, ClientResult]] = []
-    rejected: list[Rejection] = []
-    for client, reply in zip(cohort, replies, strict=True):
+    fold = streaming_fold(algorithm)
+    sent_up = 0
+    checked: dict[int, ClientResult | Rejection] = {}
+
+    def consume(position: int, reply: Reply) -> None:
+        """Decode and check one reply as it arrives; a streamed round folds the update in and
+        keeps only the rest (weights, metrics, extras)."""
+        nonlocal sent_up
+        if position in checked:
+            raise RuntimeError(f"{type(executor).__name__} answered task {position} twice")
+        client = cohort[position]
+        sent_up += upload_bytes(reply)
+        reply = decode_reply(algorithm, client, reply)
         problem = check_reply(reply, layout, expected)
-        if problem is None:
-            assert isinstance(reply, ClientResult)
-            accepted.append((client, reply))
-        else:
-            rejected.append(Rejection(client, problem))
+        if problem is not None:
+            checked[position] = Rejection(client, problem)
+            return
+        assert isinstance(reply, ClientResult)
+        if fold is not None:
+            fold.add(reply.update, reply.num_examples)
+            reply = replace(reply, update=_FOLDED)
+        checked[position] = reply
+
+    if tasks:
+        run_each(executor, tasks, consume)
+    if len(checked) != len(cohort):
+        raise RuntimeError(
+            f"{type(executor).__name__} answered {len(checked)} of {len(cohort)} tasks"
+        )
+    # cohort order, whatever order the replies arrived in
+    accepted = [(c, r) for i, c in enumerate(cohort) if isinstance(r := checked[i], ClientResult)]
+    rejected = [r for i in range(len(cohort)) if isinstance(r := checked[i], Rejection)]
 
     base = {
         "cohort": float(len(cohort)),
@@ -146,7 +165,12 @@ def run_round(
     results = [r for _, r in accepted]
     weights = np.array([r.num_examples for r in results], dtype=np.float64)
     next_state, metrics = apply_results(
-        algorithm, state, results, weights, population=len(population)
+        algorithm,
+        state,
+        results,
+        weights,
+        population=len(population),
+        aggregate=None if fold is None else fold.result(),
     )
     record = RoundRecord(
         round_,
@@ -166,17 +190,23 @@ def apply_results(
     weights: npt.NDArray[np.float64],
     *,
     population: int,
+    aggregate: Vector | None = None,
 ) -> tuple[ServerState, dict[str, float]]:
     """The server's half of a round on checked results: reduce with ``weights``, the stages'
     server halves in reverse order, the algorithm's correction, then the server optimizer.
+
+    ``aggregate``: the reducer's result, already folded as the updates arrived (a streamed
+    round, :func:`streaming_fold`); the results' updates are then not read.
 
     Returns the state of the next round and the metrics: the clients' example-weighted mean
     metrics, the stages' own, and the aggregate's norm.
     """
     layout = algorithm.work.model.layout
-    aggregate, reducer_state = reduce_with_state(
-        algorithm.reducer, state.reducer, np.stack([r.update for r in results]), weights
-    )
+    reducer_state = state.reducer
+    if aggregate is None:
+        aggregate, reducer_state = reduce_with_state(
+            algorithm.reducer, state.reducer, np.stack([r.update for r in results]), weights
+        )
     hidden = tuple(f"{s.name}." for s in algorithm.stages if s.traits.private_client_metrics)
     metrics = weighted_average(
         [{k: v for k, v in r.metrics.items() if not k.startswith(hidden)} for r in results]
@@ -209,6 +239,28 @@ def apply_results(
         state.round + 1, new_params, opt_state, extras, tuple(stage_states), reducer_state
     )
     return next_state, metrics
+
+
+_FOLDED = np.zeros(0, dtype=np.float32)
+"""A streamed round's stand-in for an update already folded into the running sum."""
+
+
+def streaming_fold(algorithm: Algorithm) -> Fold | None:
+    """A running sum for this round's updates when its reduction can fold them one at a time
+    as they arrive (a :class:`~fedloom.reducers.FoldableReducer` that keeps no state between
+    rounds), or None: the round stacks its updates and reduces them at once (robust reducers).
+
+    Secure aggregation never gets here (it has its own rounds). The stages' server halves,
+    the correction and the server optimizer act on the aggregate either way.
+    """
+    reducer = algorithm.reducer
+    if (
+        not reducer.linear
+        or isinstance(reducer, StatefulReducer)
+        or not isinstance(reducer, FoldableReducer)
+    ):
+        return None
+    return reducer.fold(algorithm.work.model.layout.size)
 
 
 def apply_step(layout: Layout, params: Vector, step: Vector, aggregate: Vector) -> Vector:

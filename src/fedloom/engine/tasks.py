@@ -4,13 +4,18 @@ The engine hands a list of tasks to :meth:`Executor.run` and gets one reply per 
 In one process that is a plain loop; in the simulator a batched computation or a pool; in a
 deployment, gRPC calls. A client that fails answers with :class:`Failure` rather than raising,
 so one client's crash never costs the others their round.
+
+An executor may also offer ``run_each(tasks, consume)`` (:class:`StreamingExecutor`): it calls
+``consume(position, reply)`` once per task as each reply arrives, so the engine can fold an
+update into its running sum and drop it before the next arrives. :func:`run_each` calls it, or
+falls back on :meth:`Executor.run` for executors that have only that (the simulators).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult
@@ -55,3 +60,35 @@ class Executor(Protocol):
     """Runs tasks on clients; one reply per task, in the order given."""
 
     def run(self, tasks: Sequence[Task]) -> list[Reply]: ...
+
+
+Consume = Callable[[int, Reply], None]
+"""Called with a task's position in the list given and its reply."""
+
+
+@runtime_checkable
+class StreamingExecutor(Executor, Protocol):
+    """An executor that hands each reply over as it arrives.
+
+    ``run_each(tasks, consume)`` calls ``consume(position, reply)`` exactly once per task, in
+    the order the replies complete, from the caller's thread, and returns when every task is
+    answered; the replies are those ``run`` would return. An exception ``consume`` raises
+    propagates out of ``run_each``.
+    """
+
+    def run_each(self, tasks: Sequence[Task], consume: Consume) -> None: ...
+
+
+def run_each(executor: Executor, tasks: Sequence[Task], consume: Consume) -> None:
+    """``executor.run_each(tasks, consume)`` where it has one; otherwise ``executor.run(tasks)``
+    with ``consume`` called on each reply in the tasks' order."""
+    if isinstance(executor, StreamingExecutor):
+        executor.run_each(tasks, consume)
+        return
+    replies = executor.run(tasks)
+    if len(replies) != len(tasks):
+        raise RuntimeError(
+            f"{type(executor).__name__}.run answered {len(replies)} of {len(tasks)} tasks"
+        )
+    for position, reply in enumerate(replies):
+        consume(position, reply)

@@ -3,9 +3,11 @@
 The engine stays synchronous and unchanged. :class:`GrpcExecutor` runs a ``grpc.aio`` server on
 its own event loop in a background thread; :meth:`GrpcExecutor.run` hands a cohort's tasks to
 that loop, sends each to its site's stream (vectors in chunks) and waits for the replies, each
-with the round's deadline. A site that is not connected, disconnects, breaks the protocol or
-misses the deadline answers :class:`~fedloom.engine.tasks.Failure` naming the site; the others
-are unaffected, and the engine's minimum cohort decides whether the round counts.
+with the round's deadline; :meth:`GrpcExecutor.run_each` hands each reply to the engine as it
+arrives instead, so the engine folds an update into its running sum and drops it. A site that
+is not connected, disconnects, breaks the protocol or misses the deadline answers
+:class:`~fedloom.engine.tasks.Failure` naming the site; the others are unaffected, and the
+engine's minimum cohort decides whether the round counts.
 
 :meth:`GrpcExecutor.run_secure` carries secure aggregation's four rounds the same way (see
 :mod:`fedloom.engine.secure_rounds`, which drives them unchanged): each typed request becomes one
@@ -20,6 +22,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
@@ -32,7 +35,15 @@ import grpc.aio
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.engine.secure_rounds import SecureTaskKind
-from fedloom.engine.tasks import EvaluateTask, Evaluation, Failure, Reply, Task, TrainTask
+from fedloom.engine.tasks import (
+    Consume,
+    EvaluateTask,
+    Evaluation,
+    Failure,
+    Reply,
+    Task,
+    TrainTask,
+)
 from fedloom.secagg.messages import MaskingRequest, SecureReply, SecureTrainTask, Setup
 from fedloom.transport.codec import (
     chunks,
@@ -140,6 +151,24 @@ class GrpcExecutor:
 
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         return self._call(self._run(tasks))
+
+    def run_each(self, tasks: Sequence[Task], consume: Consume) -> None:
+        """:meth:`run`, handing each reply to ``consume(position, reply)`` on this thread as it
+        arrives rather than all at the end, so the engine can fold an update in and drop it
+        (:class:`~fedloom.engine.tasks.StreamingExecutor`)."""
+        arrived: queue.SimpleQueue[tuple[int, Reply] | None] = queue.SimpleQueue()
+        future = asyncio.run_coroutine_threadsafe(self._run_each(tasks, arrived.put), self._loop)
+        try:
+            for _ in range(len(tasks)):
+                item = arrived.get()
+                if item is None:  # the loop failed; result() raises its error
+                    break
+                consume(*item)
+                del item  # the reply's vectors go once consumed
+            future.result()
+        except BaseException:
+            future.cancel()
+            raise
 
     def snapshot(self, timeout: float = 2.0) -> FederationView | None:
         """The connected sites and the round in flight, read on the server's loop; callable from
@@ -252,7 +281,7 @@ class GrpcExecutor:
         counter = self._round
         return FederationView(self.config.run, sites, None if counter is None else counter.view())
 
-    async def _run(self, tasks: Sequence[Task]) -> list[Reply]:
+    def _counter(self, tasks: Sequence[Task]) -> RoundCounter:
         training = [t for t in tasks if isinstance(t, TrainTask)]
         if training:
             self._last_round = training[0].broadcast.round
@@ -260,8 +289,29 @@ class GrpcExecutor:
             self._last_round, "train" if training else "evaluate", len(tasks), time.time()
         )
         self._round = counter
+        return counter
+
+    async def _run(self, tasks: Sequence[Task]) -> list[Reply]:
+        counter = self._counter(tasks)
         try:
             return list(await asyncio.gather(*(self._counted(task, counter) for task in tasks)))
+        finally:
+            if self._round is counter:
+                self._round = None
+
+    async def _run_each(
+        self, tasks: Sequence[Task], put: Callable[[tuple[int, Reply] | None], None]
+    ) -> None:
+        counter = self._counter(tasks)
+
+        async def one(position: int, task: Task) -> None:
+            put((position, await self._counted(task, counter)))
+
+        try:
+            await asyncio.gather(*(one(i, task) for i, task in enumerate(tasks)))
+        except BaseException:
+            put(None)
+            raise
         finally:
             if self._round is counter:
                 self._round = None

@@ -64,7 +64,10 @@ class ServiceConfig:
     is None only on an insecure server. ``hello_timeout`` bounds how long a connection may
     stay silent before its Hello; ``heartbeat`` is the interval both sides keep, and a site
     silent for three intervals is dropped. ``terms``: what the run asks of the sites, sent in
-    every Welcome for sites with their own policy to check (None: not stated).
+    every Welcome for sites with their own policy to check (None: not stated). ``uploads``: how
+    many sites' replies the server reassembles at once; another site's reply waits, unread,
+    after its header (HTTP/2 flow control holds the rest at the site), so the server holds at
+    most this many partial vectors however many sites answer together.
     """
 
     run: str
@@ -76,8 +79,11 @@ class ServiceConfig:
     heartbeat: float = 5.0
     hello_timeout: float = 10.0
     terms: RunTerms | None = None
+    uploads: int = 2
 
     def __post_init__(self) -> None:
+        if isinstance(self.uploads, bool) or not isinstance(self.uploads, int) or self.uploads < 1:
+            raise ValueError(f"uploads must be an integer >= 1, got {self.uploads!r}")
         if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 4:
             raise ValueError(
                 f"chunk_bytes must be a multiple of 4 in [1024, {MAX_CHUNK_BYTES}], "
@@ -115,6 +121,7 @@ class FederationService:
         self._layout = layout_key(config.layout)
         self._welcome = config_to_pb(config.training)
         self._secure = any(s.kind == "secure_sum" for s in config.training.stages)
+        self._uploads = asyncio.Semaphore(config.uploads)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -271,6 +278,7 @@ class FederationService:
     async def _read(self, session: Session, requests: AsyncIterator[pb.SiteMessage]) -> None:
         loop = asyncio.get_running_loop()
         session.last_seen = loop.time()
+        admitted = False  # whether this session holds one of the upload slots
         try:
             async for message in requests:
                 session.last_seen = loop.time()
@@ -280,6 +288,13 @@ class FederationService:
                 if session.site in self.refused:  # it joined again and took part
                     self.refused.discard(session.site)
                 session.receive(message)
+                if session.receiving is None:
+                    if admitted:
+                        self._uploads.release()
+                        admitted = False
+                elif not admitted:  # a reply's vectors follow: read them only in a free slot
+                    await self._admit(session)
+                    admitted = True
             session.close("disconnected")
         except ProtocolError as error:
             log.warning("site %s (%s) broke the protocol: %s", session.site, session.peer, error)
@@ -291,6 +306,19 @@ class FederationService:
         except Exception as error:
             log.warning("site %s (%s): %s", session.site, session.peer, error)
             session.close(f"connection lost ({type(error).__name__}: {error})")
+        finally:
+            if admitted:
+                self._uploads.release()
+
+    async def _admit(self, session: Session) -> None:
+        """Wait for an upload slot; meanwhile the site counts as heard from (it is held back
+        by this server, not silent)."""
+        session.queued = True
+        try:
+            await self._uploads.acquire()
+        finally:
+            session.queued = False
+            session.last_seen = asyncio.get_running_loop().time()
 
     def _refusal(self, session: Session, reason: str) -> None:
         reason = reason.strip() or "no reason given"
@@ -311,7 +339,7 @@ class FederationService:
                 item = await asyncio.wait_for(session.outgoing.get(), interval)
             except TimeoutError:
                 silent = loop.time() - session.last_seen
-                if silent > 3 * interval:
+                if silent > 3 * interval and not session.queued:
                     session.close(f"silent for {silent:.0f} s (heartbeat every {interval:g} s)")
                     return
                 item = pb.ServerMessage(heartbeat=pb.Heartbeat(sent=time.time()))

@@ -84,6 +84,8 @@ class Session:
     receiving: int | None = None
     dropped: VectorReceiver | PackedReceiver | None = None
     last_seen: float = 0.0
+    queued: bool = False
+    """Waiting for an upload slot before the server reads its reply's vectors."""
 
     def send(self, message: Outgoing | None) -> None:
         """Queue ``message``; ``None`` ends the stream once what is queued before it is sent."""
