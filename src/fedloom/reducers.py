@@ -89,7 +89,8 @@ class Fold:
 
     A float32 entry times an integer weight below 2**29 is exact in float64, so the running sum
     rounds only when it adds; the float32 result is the same for any order of the clients
-    except, rarely, in its last bit (about 2**-29 × clients of the entries).
+    except, rarely, in the last bit of an entry whose float64 sum falls within rounding error
+    of a float32 rounding boundary.
     """
 
     def __init__(self, size: int, *, weighted: bool, mean: bool) -> None:

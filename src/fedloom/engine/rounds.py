@@ -242,6 +242,7 @@ def apply_results(
 
 
 _FOLDED = np.zeros(0, dtype=np.float32)
+_FOLDED.flags.writeable = False
 """A streamed round's stand-in for an update already folded into the running sum."""
 
 

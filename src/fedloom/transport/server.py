@@ -358,7 +358,15 @@ class _Refused(Exception):
 
 
 def server_options(chunk_bytes: int) -> Sequence[tuple[str, int]]:
-    """gRPC channel options for both ends: message limits, keepalive pings."""
+    """gRPC channel options for both ends: message limits, keepalive pings, and a fixed
+    HTTP/2 receive window of one chunk per stream (a site, which learns the chunk size only
+    once connected, passes the largest, 4 MB).
+
+    The window bounds what a peer may have in flight to this end on one stream: with gRPC's
+    bandwidth probing, windows grow to many megabytes and the server ends up buffering much of
+    every site's model and update at once (docs/deploy-benchmark.md). The price is throughput
+    on a long link: one stream moves at most a window per round trip (1 MB chunks at 100 ms:
+    10 MB/s per site), so raise ``chunk_bytes`` for distant sites."""
     limit = message_limit(chunk_bytes)
     return (
         ("grpc.max_receive_message_length", limit),
@@ -367,4 +375,6 @@ def server_options(chunk_bytes: int) -> Sequence[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", 5_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", chunk_bytes),
     )
