@@ -268,9 +268,12 @@ transport: per round each of {r["sites"]} sites receives the {r["params"]:,}-par
 | site peak resident memory, max | {r["site_peak_mb_max"]:,.0f} MB |
 | site peak resident memory, mean | {r["site_peak_mb_mean"]:,.0f} MB |
 
-The server holds every site's update of a round at once (the engine stacks the cohort's updates
-to reduce them), so its peak grows with sites × model size; a site holds the model, its update
-and one chunk in flight.
+The server folds each update into a float64 running mean as it arrives and drops it
+(`GrpcExecutor.run_each`, the engine's streamed rounds); it reassembles at most two sites' replies
+at once (`ServiceConfig.uploads`), and HTTP/2 windows of one chunk per stream bound what waits in
+gRPC's buffers. Its peak is the model, the float64 sum (two model copies), the replies being
+reassembled or folded, and a window per site, rather than one update per site. A site holds the
+model it received, its update and one chunk in flight.
 """
 
 
