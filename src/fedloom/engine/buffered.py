@@ -105,6 +105,12 @@ def train_buffered(
             "buffered asynchronous aggregation does not define; use fedavg, fedprox or an "
             "adaptive server optimizer"
         )
+    if algorithm.broadcast_window is not None:
+        raise ValueError(
+            "a delta broadcast (delta_window) steps one public model per synchronous round; "
+            "buffered asynchronous aggregation launches clients between server steps, which it "
+            "does not define: broadcast without delta_window, or train in synchronous rounds"
+        )
     if any(stage.traits.secure_sum for stage in algorithm.stages):
         raise ValueError(
             "buffered asynchronous aggregation (FedBuff) sums updates one by one as they "

@@ -1,14 +1,16 @@
 """What travels on the wire each round, and how many bytes it takes.
 
 The server encodes the model once per round with the algorithm's broadcast codec, and every
-client of the cohort starts from its decoding; a client whose pipeline ends in a codec stage
-sends its update as that stage's payload, which the server decodes per client before reducing.
-Byte counts come from the payloads themselves (plus float32 for vectors sent as they are), so a
-transport that sends the same payloads moves the same bytes.
+client of the cohort starts from its decoding (with a delta broadcast, each client is sent the
+chain from the model it holds, :mod:`fedloom.engine.delta`); a client whose pipeline ends in a
+codec stage sends its update as that stage's payload, which the server decodes per client
+before reducing. Byte counts come from the payloads themselves (plus float32 for vectors sent as
+they are), so a transport that sends the same payloads moves the same bytes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -16,6 +18,14 @@ import numpy as np
 from fedloom.algorithms import Algorithm
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult
+from fedloom.engine.delta import (
+    DeltaState,
+    HeldModels,
+    advance,
+    chain_from,
+    held_rounds,
+    synced,
+)
 from fedloom.engine.tasks import Failure, Reply
 from fedloom.stages import Encoding
 
@@ -31,6 +41,57 @@ def encode_broadcast(
     sent = algorithm.broadcast.decode(payload, params.shape[0])
     sent.flags.writeable = False
     return sent, payload
+
+
+Send = tuple[bytes | None, int | None]
+"""What one client is sent for the model: a payload (None: the model as float32) and, for a
+delta broadcast's chain, the round the chain starts from."""
+
+
+def broadcast_models(
+    algorithm: Algorithm,
+    delta: DeltaState | None,
+    params: Vector,
+    cohort: Sequence[int],
+    *,
+    seed: int,
+    round_: int,
+    executor: object = None,
+) -> tuple[Vector, list[Send], DeltaState | None]:
+    """The model the cohort starts from, what each of its clients is sent, and the delta
+    broadcast's next state (None without one).
+
+    Without a delta broadcast every client is sent the same payload (:func:`encode_broadcast`).
+    With one, the public model steps forward by this round's link and each client is sent a
+    chain from the round it holds, or the public model whole (:mod:`fedloom.engine.delta`);
+    an executor whose clients report what they hold (:class:`~fedloom.engine.delta.HeldModels`)
+    is believed over the server's own record, once their digests check out."""
+    window = algorithm.broadcast_window
+    if window is None or algorithm.broadcast is None:
+        sent, payload = encode_broadcast(algorithm, params, seed, round_)
+        return sent, [(payload, None)] * len(cohort), None
+    rng = np.random.default_rng([seed, round_, 2])
+    state = advance(delta, params, codec=algorithm.broadcast, window=window, round_=round_, rng=rng)
+    reports = executor.held_models(cohort) if isinstance(executor, HeldModels) else None
+    held = held_rounds(state, reports)
+    size = state.public.shape[0]
+    sends: list[Send] = []
+    for client in cohort:
+        chain = chain_from(state, held.get(client), size)
+        sends.append((None, None) if chain is None else chain)
+    return state.public, sends, state
+
+
+def after_round(
+    delta: DeltaState | None, cohort: Sequence[int], replies: Sequence[Reply]
+) -> DeltaState | None:
+    """A delta broadcast's state once ``replies`` came back: a client that trained holds this
+    round's public model; one that failed may hold anything, so it will be sent the model whole."""
+    if delta is None:
+        return None
+    received = [c for c, r in zip(cohort, replies, strict=True) if isinstance(r, ClientResult)]
+    failed = [c for c, r in zip(cohort, replies, strict=True) if not isinstance(r, ClientResult)]
+    return synced(delta, received, failed)
 
 
 def download_bytes(broadcast: Broadcast) -> int:
