@@ -116,6 +116,7 @@ def held_rounds(
 class HeldModels(Protocol):
     """An executor whose clients say which public model they hold (gRPC sites do): the round
     and the digest of each one's last reconstructed broadcast. Clients that said nothing (or
-    hold nothing) are absent."""
+    hold nothing) are absent; None when the executor has no reports at all (a wrapper around
+    one that has none), and the server's own record counts."""
 
-    def held_models(self, clients: Sequence[int]) -> Mapping[int, tuple[int, bytes]]: ...
+    def held_models(self, clients: Sequence[int]) -> Mapping[int, tuple[int, bytes]] | None: ...

@@ -141,6 +141,11 @@ class GrpcExecutor:
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         return self._call(self._run(tasks))
 
+    def held_models(self, clients: Sequence[int]) -> dict[int, tuple[int, bytes]]:
+        """What each of ``clients`` (connected, and holding one) says it holds from a delta
+        broadcast: a round and its model's digest (:class:`fedloom.engine.delta.HeldModels`)."""
+        return self._call(self._held(clients))
+
     def snapshot(self, timeout: float = 2.0) -> FederationView | None:
         """The connected sites and the round in flight, read on the server's loop; callable from
         any thread. None once the server is closed; TimeoutError if the loop does not answer
@@ -251,6 +256,15 @@ class GrpcExecutor:
         )
         counter = self._round
         return FederationView(self.config.run, sites, None if counter is None else counter.view())
+
+    async def _held(self, clients: Sequence[int]) -> dict[int, tuple[int, bytes]]:
+        sites = self.config.sites
+        held: dict[int, tuple[int, bytes]] = {}
+        for client in clients:
+            session = self.service.sessions.get(sites[client]) if 0 <= client < len(sites) else None
+            if session is not None and session.closed is None and session.held is not None:
+                held[client] = session.held
+        return held
 
     async def _run(self, tasks: Sequence[Task]) -> list[Reply]:
         training = [t for t in tasks if isinstance(t, TrainTask)]
@@ -376,6 +390,7 @@ class GrpcExecutor:
             stage_config=stage_config_to_pb(b.stage_config),
             vectors=headers(vectors),
             payload_length=len(payload),
+            delta_from=b.delta_from if payload and b.delta_from is not None else None,
         )
 
     def _encoded_model(self, b: Broadcast) -> bytes:
