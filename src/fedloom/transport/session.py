@@ -86,7 +86,7 @@ class Session:
     """The optional protocol parts the site's Hello listed (``secagg.v1``)."""
     held: HeldReport | None = None
     """The delta broadcast's model the site last said it holds (its Hello, then each training
-    reply); None after a failed task, when what it holds is unknown."""
+    reply); None after a failed or timed-out task, when what it holds is unknown."""
     outgoing: asyncio.Queue[Outgoing | None] = field(default_factory=asyncio.Queue)
     pending: dict[int, _Pending] = field(default_factory=dict)
     cancelled: set[int] = field(default_factory=set)
@@ -111,9 +111,11 @@ class Session:
         return future
 
     def cancel(self, task: int) -> None:
-        """Forget ``task`` (its deadline passed); a late reply to it is dropped quietly."""
+        """Forget ``task`` (its deadline passed); a late reply to it is dropped quietly. What
+        the site holds is unknown until it says again (it may have rebuilt the task's model)."""
         if self.pending.pop(task, None) is not None:
             self.cancelled.add(task)
+            self.held = None
 
     def close(self, reason: str) -> None:
         if self.closed is not None:
