@@ -85,7 +85,7 @@ def test_a_chain_rebuilds_the_servers_public_model_bit_for_bit(
     models = list(np.cumsum(steps, axis=0, dtype=np.float32))
     states, kept = run_chain(codec, models, window)
     last = states[-1]
-    for held in range(rounds - 1):
+    for held in range(rounds):  # the last: a client that holds this round's model already
         sent = chain_from(last, held, entries=10**6)  # large: never the whole model instead
         if rounds - 1 - held > window:
             assert sent is None, "a base outside the window gets the whole model"

@@ -1,9 +1,12 @@
 """A delta broadcast over gRPC: real site processes keep the model they trained from, rebuild
 each round's model from the server's chain of changes, and the run equals the simulation with
-the same bytes down; a site whose kept model drifted is sent the whole model instead."""
+the same bytes down; a site whose kept model drifted, or that restarted, is sent the whole model
+instead; a server resumed from its store goes on sending chains."""
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ from deploy_helpers import (
     experiment_text,
     federation,
     finish,
+    free_port,
     start_server,
     start_site,
     stop,
@@ -94,3 +98,53 @@ def test_a_drifted_site_is_sent_the_whole_model(tmp_path: Path) -> None:
     assert simulated_down == [3 * 4 * D] + 2 * [3 * ONE_LINK]
     # site-b's digest never matches the server's model: it gets 4 bytes an entry every round.
     assert [r.metrics["bytes_down"] for r in rounds] == [3 * 4 * D] + 2 * [2 * ONE_LINK + 4 * D]
+
+
+def test_a_resumed_server_sends_chains_and_a_restarted_site_the_whole_model(
+    tmp_path: Path,
+) -> None:
+    text = delta(experiment_text(rounds=4, cohort=3, min_cohort=2, federated_eval=False))
+    (tmp_path / "exp.toml").write_text(text)
+    fed = federation(tmp_path / "fed", SITES)
+    data = write_site_data(Experiment.from_toml(text), tmp_path / "data")
+    args = ("--listen", f"127.0.0.1:{free_port()}", "--deadline", "30")
+    server = start_server(tmp_path, tmp_path / "exp.toml", fed, *args)
+    slow = "site_models:slow_digits"  # about 1 s a round, so the test acts mid-round
+    kept = [
+        start_site(tmp_path, server.port, fed, s, d, model=slow)
+        for s, d in zip(SITES[:2], data[:2], strict=True)
+    ]
+    lost = start_site(tmp_path, server.port, fed, "site-c", data[2], model=slow)
+    restarted = []
+    try:
+        wait_for(server.output, r"^round 0: 3/3")
+        lost.kill()  # while it trains round 1: it loses the model it held
+        wait_for(server.output, r"^round 1: 2/3")
+        server.process.kill()
+        server.process.wait()
+        restarted.append(start_site(tmp_path, server.port, fed, "site-c", data[2]))
+        again = start_server(tmp_path, tmp_path / "exp.toml", fed, *args)
+        assert finish(again.process) == 0, again.output()
+        assert all(finish(s) == 0 for s in [*kept, *restarted])
+    finally:
+        stop(server.process, *kept, lost, *restarted)
+    with RunStore.open(tmp_path / "runs" / "fedloom.db") as store:
+        rounds = store.rounds(server.run_id)
+    down = [r.metrics["bytes_down"] for r in rounds]
+    whole = 4 * D
+    assert [r.accepted for r in rounds] == [(0, 1, 2), (0, 1), (0, 1, 2), (0, 1, 2)]
+    assert down[:2] == [3 * whole, 3 * ONE_LINK]
+    # Round 2, from the store: site-a and -b say they hold round 1's model (a chain of one link)
+    # or, if round 2's tasks reached them before the server died, round 2's (a chain of no
+    # links: 7 bytes); the restarted site-c holds nothing and is sent the whole model.
+    assert down[2] - whole in {2 * ONE_LINK, ONE_LINK + 7, 2 * 7}
+    assert down[3] == 3 * ONE_LINK
+
+
+def wait_for(output, pattern: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if re.search(pattern, output(), re.MULTILINE):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {pattern!r} in the server's output:\n{output()}")

@@ -77,8 +77,10 @@ def advance(
 def chain_from(state: DeltaState, held: int | None, entries: int) -> tuple[bytes, int] | None:
     """The chain that takes a client holding the public model of round ``held`` to this round's,
     and ``held``; None when the client must be sent the model whole (nothing held, a round
-    outside the window, or a chain no smaller than the float32 model of ``entries`` values)."""
-    if held is None or not state.round - len(state.links) <= held < state.round:
+    outside the window, or a chain no smaller than the float32 model of ``entries`` values).
+    A client that already holds this round's model (a site whose server restarted mid-round)
+    gets a chain of no links."""
+    if held is None or not state.round - len(state.links) <= held <= state.round:
         return None
     links = state.links[held - state.round + len(state.links) :]
     if chain_size(links) >= 4 * entries:
