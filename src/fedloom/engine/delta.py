@@ -88,14 +88,20 @@ def chain_from(state: DeltaState, held: int | None, entries: int) -> tuple[bytes
     return pack_chain(links), held
 
 
-def synced(state: DeltaState, received: Iterable[int], failed: Iterable[int]) -> DeltaState:
-    """``state`` once the clients in ``received`` hold this round's public model and those in
-    ``failed`` hold a model the server can no longer vouch for."""
+def synced(
+    state: DeltaState,
+    received: Iterable[int],
+    failed: Iterable[int],
+    *,
+    round_: int | None = None,
+) -> DeltaState:
+    """``state`` once the clients in ``received`` hold the public model of ``round_`` (None:
+    this round's) and those in ``failed`` hold a model the server can no longer vouch for."""
     table = dict(state.synced)
     for client in failed:
         table.pop(int(client), None)
     for client in received:
-        table[int(client)] = state.round
+        table[int(client)] = state.round if round_ is None else round_
     return DeltaState(state.round, state.public, state.links, state.digests, table)
 
 

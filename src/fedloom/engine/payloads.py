@@ -66,20 +66,38 @@ def broadcast_models(
     chain from the round it holds, or the public model whole (:mod:`fedloom.engine.delta`);
     an executor whose clients report what they hold (:class:`~fedloom.engine.delta.HeldModels`)
     is believed over the server's own record, once their digests check out."""
-    window = algorithm.broadcast_window
-    if window is None or algorithm.broadcast is None:
+    if algorithm.broadcast_window is None:
         sent, payload = encode_broadcast(algorithm, params, seed, round_)
         return sent, [(payload, None)] * len(cohort), None
-    rng = np.random.default_rng([seed, round_, 2])
-    state = advance(delta, params, codec=algorithm.broadcast, window=window, round_=round_, rng=rng)
+    state = step_public_model(algorithm, delta, params, seed=seed, round_=round_)
     reports = executor.held_models(cohort) if isinstance(executor, HeldModels) else None
     held = held_rounds(state, reports)
-    size = state.public.shape[0]
-    sends: list[Send] = []
-    for client in cohort:
-        chain = chain_from(state, held.get(client), size)
-        sends.append((None, None) if chain is None else chain)
-    return state.public, sends, state
+    return state.public, [send_to(state, held.get(client)) for client in cohort], state
+
+
+def step_public_model(
+    algorithm: Algorithm, delta: DeltaState | None, params: Vector, *, seed: int, round_: int
+) -> DeltaState:
+    """A delta broadcast's state for round ``round_``: its public model one link closer to
+    ``params``, the link's rounding drawn from the run's seed and the round."""
+    if algorithm.broadcast is None or algorithm.broadcast_window is None:
+        raise ValueError(f"algorithm {algorithm.name!r} has no delta broadcast")
+    rng = np.random.default_rng([seed, round_, 2])
+    return advance(
+        delta,
+        params,
+        codec=algorithm.broadcast,
+        window=algorithm.broadcast_window,
+        round_=round_,
+        rng=rng,
+    )
+
+
+def send_to(delta: DeltaState, held: int | None) -> Send:
+    """What a client holding the public model of round ``held`` is sent: its chain, or the
+    public model whole (``(None, None)``)."""
+    chain = chain_from(delta, held, delta.public.shape[0])
+    return (None, None) if chain is None else chain
 
 
 def after_round(
