@@ -284,9 +284,28 @@ def test_bad_delta_broadcasts_are_refused_at_build_time() -> None:
             fl.fedavg(work()).with_broadcast(codec, delta_window=window)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="needs a codec"):
         fl.fedavg(work()).with_broadcast(None, delta_window=2)
-    delta = fl.fedavg(work()).with_broadcast(codec, delta_window=2)
-    with pytest.raises(ValueError, match="secure aggregation"):
-        delta.with_stages(fl.secure_sum(clip=1.0))
+
+
+def test_secure_aggregation_rounds_send_chains(data: fl.data.FederatedData) -> None:
+    """Round 0 of SecAgg+ carries each client's chain in place of the model: the bytes down
+    drop by exactly the difference, and the run trains from the same public models."""
+    secure = fl.fedavg(work()).with_stages(
+        fl.secure_sum(clip=100.0, dropout_rate=0.0, corrupt_fraction=0.0)
+    )
+    runs = [
+        fl.simulate(a, data, rounds=3, cohort=8, federated_eval=False)
+        for a in (
+            secure.with_broadcast(fl.compression.float32(), delta_window=2),
+            secure.with_broadcast(fl.compression.uniform(8), delta_window=2),
+        )
+    ]
+    whole, chained = ([r.metrics["bytes_down"] for r in h.records] for h in runs)
+    assert chained[0] == whole[0]  # first contact: the model whole, as float32
+    assert [w - c for w, c in zip(whole[1:], chained[1:], strict=True)] == [
+        8 * (4 * D - chain_bytes(1))
+    ] * 2
+    assert all(not r.rejected for h in runs for r in h.records)
+    np.testing.assert_allclose(runs[1].params, runs[0].params, atol=0.02)
 
 
 @dataclass

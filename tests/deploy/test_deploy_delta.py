@@ -141,6 +141,25 @@ def test_a_resumed_server_sends_chains_and_a_restarted_site_the_whole_model(
     assert down[3] == 3 * ONE_LINK
 
 
+def test_secure_aggregation_over_grpc_sends_chains(tmp_path: Path) -> None:
+    text = delta(experiment_text(rounds=3, cohort=3, min_cohort=2, federated_eval=False))
+    text += (
+        '\n[[stages]]\nkind = "secure_sum"\nclip = 100.0\nbits = 24\n'
+        "dropout_rate = 0.0\ncorrupt_fraction = 0.0\n"
+    )
+    rounds, params, _ = deploy(tmp_path, text)
+    simulated = simulate(tmp_path, text)
+    np.testing.assert_allclose(params, simulated.params, atol=1e-6)
+    for deployed, local in zip(rounds, simulated.records, strict=True):
+        assert deployed.accepted == local.accepted == (0, 1, 2)
+        assert deployed.metrics["bytes_down"] == local.metrics["bytes_down"]
+    # Round 0 of the protocol carries the model: float32 at first contact, then a chain of one
+    # 8-bit link per site (plus the task's own fields and framing).
+    advertise = [r.metrics["wire_bytes_down.secagg.advertise"] for r in rounds]
+    assert 3 * 4 * D < advertise[0] < 3 * 4 * D + 600
+    assert all(3 * ONE_LINK < a < 3 * ONE_LINK + 600 for a in advertise[1:])
+
+
 def wait_for(output, pattern: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -115,7 +115,7 @@ class Algorithm:
     def __post_init__(self) -> None:
         check_pipeline(self.stages, self.reducer)
         if self.broadcast_window is not None:
-            _check_delta(self.broadcast, self.broadcast_window, self.stages)
+            _check_delta(self.broadcast, self.broadcast_window)
 
     @property
     def client(self) -> ClientProgram:
@@ -159,7 +159,7 @@ class Algorithm:
         return replace(self, server_optimizer=optimizer)
 
 
-def _check_delta(codec: Codec | None, window: object, stages: Sequence[Stage]) -> None:
+def _check_delta(codec: Codec | None, window: object) -> None:
     """Raise ValueError unless a delta broadcast with ``window`` can run with these parts."""
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(
@@ -170,10 +170,4 @@ def _check_delta(codec: Codec | None, window: object, stages: Sequence[Stage]) -
         raise ValueError(
             "a delta broadcast needs a codec for its changes, such as "
             "fl.compression.uniform(8) or fl.compression.float32() (lossless)"
-        )
-    secure = [s.name for s in stages if s.traits.secure_sum]
-    if secure:
-        raise ValueError(
-            f"a delta broadcast does not run with secure aggregation (stage {secure[0]!r}): the "
-            "secure rounds send every client the model whole; drop delta_window"
         )

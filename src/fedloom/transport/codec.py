@@ -173,9 +173,10 @@ def held_to_pb(held: HeldReport | None) -> pb.HeldModel | None:
     return None if held is None else pb.HeldModel(round=held[0], digest=held[1])
 
 
-def held_from_pb(message: pb.Hello | pb.TrainReply) -> HeldReport | None:
-    """The model a Hello or TrainReply says the site holds; None if it names none (a digest of
-    the wrong length is read as none: the site is then sent the whole model)."""
+def held_from_pb(message: pb.Hello | pb.TrainReply | pb.KeyAdvertisement) -> HeldReport | None:
+    """The model a Hello, TrainReply or KeyAdvertisement says the site holds; None if it names
+    none (a digest of the wrong length is read as none: the site is then sent the whole
+    model)."""
     if not message.HasField("held") or len(message.held.digest) != DIGEST_BYTES:
         return None
     return int(message.held.round), bytes(message.held.digest)

@@ -368,15 +368,17 @@ class GrpcExecutor:
         self, task_id: int, task: SecureTrainTask, session: Session
     ) -> Iterator[pb.ServerMessage]:
         b = task.broadcast
-        vectors = [("params", b.params), *b.extras.items()]
+        payload = self._encoded_model(b) if b.delta_from is not None else b""
+        model = [] if payload else [("params", b.params)]
+        vectors = [*model, *b.extras.items()]
         yield pb.ServerMessage(
             secure_train=pb.SecureTrainTask(
-                train=self._train_pb(task_id, b, vectors),
+                train=self._train_pb(task_id, b, vectors, payload),
                 client=task.client,
                 setup=setup_to_pb(task.setup),
             )
         )
-        yield from self._chunks(task_id, vectors, session)
+        yield from self._chunks(task_id, vectors, session, payload)
 
     @staticmethod
     def _train_pb(

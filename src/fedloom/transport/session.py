@@ -190,6 +190,7 @@ class Session:
     def _secure_reply(self, kind: str, message: pb.SiteMessage) -> None:
         if kind == "key_advertisement":
             reply = message.key_advertisement
+            self.held = held_from_pb(reply)
             self._resolve(reply.task, "advertise", lambda: advertisement_from_pb(reply))
         elif kind == "shared_keys":
             keys = message.shared_keys

@@ -368,7 +368,11 @@ class Site:
         if the stream ended first."""
         task = message.train
         receiver = VectorReceiver(
-            task.task, task.vectors, max_length=self.layout.size, chunk_bytes=chunk_bytes
+            task.task,
+            task.vectors,
+            max_length=self.layout.size,
+            chunk_bytes=chunk_bytes,
+            payload_length=int(task.payload_length),
         )
         while not receiver.complete:
             part = await call.read()
@@ -380,11 +384,15 @@ class Site:
         program = self._program
         assert program is not None
         answer = await asyncio.to_thread(
-            self._secure.start, message, receiver.result(), program.train
+            self._secure.start, message, receiver.result(), program.train, receiver.payload_result()
         )
         self.tasks_done += 1
         for reply in reply_to_pb(
-            task.task, answer, bits=self._secure.bits, chunk_bytes=chunk_bytes
+            task.task,
+            answer,
+            bits=self._secure.bits,
+            chunk_bytes=chunk_bytes,
+            held=_held(program),
         ):
             await write(reply)  # type: ignore[misc]
         return True

@@ -373,12 +373,14 @@ class PublicKeys(_message.Message):
     def __init__(self, client: _Optional[int] = ..., cipher_key: _Optional[bytes] = ..., mask_key: _Optional[bytes] = ...) -> None: ...
 
 class KeyAdvertisement(_message.Message):
-    __slots__ = ("task", "keys")
+    __slots__ = ("task", "keys", "held")
     TASK_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     task: int
     keys: PublicKeys
-    def __init__(self, task: _Optional[int] = ..., keys: _Optional[_Union[PublicKeys, _Mapping]] = ...) -> None: ...
+    held: HeldModel
+    def __init__(self, task: _Optional[int] = ..., keys: _Optional[_Union[PublicKeys, _Mapping]] = ..., held: _Optional[_Union[HeldModel, _Mapping]] = ...) -> None: ...
 
 class KeyRoster(_message.Message):
     __slots__ = ("task", "client", "keys", "neighbours")
