@@ -20,6 +20,7 @@ import numpy as np
 from fedloom.core.layout import Vector
 from fedloom.core.messages import ClientResult, ClientState
 from fedloom.engine import Executor, RoundRecord, ServerState
+from fedloom.engine.delta import HeldModels
 from fedloom.engine.secure_rounds import SecureExecutor, SecureTaskKind
 from fedloom.engine.tasks import Consume, Failure, Reply, Task, TrainTask, run_each
 from fedloom.experiment import Experiment
@@ -67,6 +68,12 @@ class AuditingExecutor:
         """The inner executor's kept client state (checkpoints save and restore it)."""
         states: dict[int, ClientState] = getattr(self.inner, "states")  # noqa: B009
         return states
+
+    def held_models(self, clients: Sequence[int]) -> Mapping[int, tuple[int, bytes]] | None:
+        """What the inner executor's clients say they hold from a delta broadcast, if it
+        knows (:class:`fedloom.engine.delta.HeldModels`)."""
+        inner = self.inner
+        return inner.held_models(clients) if isinstance(inner, HeldModels) else None
 
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         replies = self.inner.run(tasks)

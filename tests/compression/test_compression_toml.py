@@ -71,6 +71,12 @@ def test_codec_stages_and_broadcast_build_and_round_trip() -> None:
             "algorithm.broadcast.error_feedback",
             "client updates only",
         ),
+        (
+            'kind = "clip"\nbound = 1.0',
+            'broadcast = { kind = "uniform", delta_window = 0 }',
+            "algorithm.broadcast.delta_window",
+            "integer >= 1",
+        ),
     ],
 )
 def test_bad_codec_options_name_their_key(
@@ -96,3 +102,23 @@ def test_bytes_from_payloads_are_in_the_store_and_the_report(tmp_path: Path) -> 
     header, rows = comparison_rows([RunSeries(info, stored)])
     row = dict(zip(header, rows[0], strict=True))
     assert float(row["MB up"]) == pytest.approx(2 * 3 * 190 / 1e6, abs=0.005)
+
+
+def test_a_delta_broadcast_builds_from_its_table_and_runs(tmp_path: Path) -> None:
+    given = experiment(
+        'kind = "uniform"\nbits = 8',
+        'broadcast = { kind = "uniform", bits = 8, delta_window = 4 }',
+    )
+    assert Experiment.from_toml(given.to_toml()) == given
+    from fedloom.experiment.build import build
+
+    algorithm = build(given).algorithm
+    assert (algorithm.broadcast, algorithm.broadcast_window) == (Uniform(8), 4)
+    lossless = build(
+        experiment('kind = "uniform"', 'broadcast = { kind = "float32", delta_window = 1 }')
+    )
+    assert lossless.algorithm.broadcast_window == 1
+    with RunStore.open(tmp_path / "runs.db") as store:
+        outcome = run_experiment(given, store)
+        stored = store.rounds(outcome.run_id)
+    assert stored[0].metrics["bytes_down"] == 3 * 4 * 650  # first contact: the whole model

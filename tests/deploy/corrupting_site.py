@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 from fedloom.cli import main
 from fedloom.core.messages import ClientResult
@@ -15,12 +16,12 @@ from fedloom.transport import site
 original = site._train_reply
 
 
-def damaged(task: int, result: ClientResult, chunk_bytes: int) -> Iterator[object]:
+def damaged(task: int, result: ClientResult, chunk_bytes: int, *rest: Any) -> Iterator[object]:
     assert result.payload is not None, "this site expects the run to encode its updates"
     payload = bytearray(result.payload)
     payload[len(payload) // 2] ^= 0xFF
     print(f"damaging task {task}'s payload of {len(payload)} bytes", flush=True)
-    return original(task, replace(result, payload=bytes(payload)), chunk_bytes)
+    return original(task, replace(result, payload=bytes(payload)), chunk_bytes, *rest)
 
 
 site._train_reply = damaged  # type: ignore[assignment]

@@ -108,9 +108,14 @@ class Algorithm:
     correction: ServerCorrection | None = None
     broadcast: Codec | None = None
     """How the server sends the model each round (:mod:`fedloom.compression`); None: float32."""
+    broadcast_window: int | None = None
+    """Set for a delta broadcast: how many rounds of links the server keeps, so a client that
+    held a model at most this many rounds ago is sent the changes since (docs/compression.md)."""
 
     def __post_init__(self) -> None:
         check_pipeline(self.stages, self.reducer)
+        if self.broadcast_window is not None:
+            _check_delta(self.broadcast, self.broadcast_window)
 
     @property
     def client(self) -> ClientProgram:
@@ -121,9 +126,15 @@ class Algorithm:
         """This algorithm with ``stages`` appended to its pipeline (in data order)."""
         return replace(self, stages=self.stages + tuple(stages))
 
-    def with_broadcast(self, codec: Codec | Compress | None) -> Algorithm:
+    def with_broadcast(
+        self, codec: Codec | Compress | None, *, delta_window: int | None = None
+    ) -> Algorithm:
         """This algorithm with the model broadcast through ``codec`` (None: as float32), such as
-        ``fl.compression.float16()``; every client of a round starts from its decoding."""
+        ``fl.compression.float16()``; every client of a round starts from its decoding.
+
+        With ``delta_window`` the codec encodes each round's change of a public model the server
+        keeps (error fed back into the next change), and a client that received one of the last
+        ``delta_window`` rounds' models is sent only the changes since (docs/compression.md)."""
         if isinstance(codec, Compress):
             if codec.error_feedback:
                 raise ValueError(
@@ -131,7 +142,7 @@ class Algorithm:
                     "client updates only; pass it without error feedback"
                 )
             codec = codec.codec
-        return replace(self, broadcast=codec)
+        return replace(self, broadcast=codec, broadcast_window=delta_window)
 
     def with_privacy(self, stage: Stage) -> Algorithm:
         """This algorithm with a differential-privacy stage (:mod:`fedloom.privacy`) first in
@@ -146,3 +157,17 @@ class Algorithm:
     def with_server_optimizer(self, optimizer: Optimizer) -> Algorithm:
         """This algorithm with another server optimizer."""
         return replace(self, server_optimizer=optimizer)
+
+
+def _check_delta(codec: Codec | None, window: object) -> None:
+    """Raise ValueError unless a delta broadcast with ``window`` can run with these parts."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(
+            f"delta_window must be an integer >= 1 (rounds of changes the server keeps), "
+            f"got {window!r}"
+        )
+    if codec is None:
+        raise ValueError(
+            "a delta broadcast needs a codec for its changes, such as "
+            "fl.compression.uniform(8) or fl.compression.float32() (lossless)"
+        )

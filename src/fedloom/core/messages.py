@@ -42,6 +42,9 @@ class Broadcast:
     payload: bytes | None = None
     """``params`` as the algorithm's broadcast codec encoded them (None: sent as float32); a
     transport sends these bytes and the client decodes them into ``params``."""
+    delta_from: int | None = None
+    """Set when ``payload`` is a delta broadcast's chain (:mod:`fedloom.compression.chain`): the
+    round whose public model the client holds, which the chain's links turn into ``params``."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 from fedloom.algorithms import ClientProgram
 from fedloom.client.work import Array
 from fedloom.compression import Codec
+from fedloom.compression.chain import apply_links, model_digest, unpack_chain
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.core.model import Model
@@ -129,28 +130,59 @@ class SiteProgram:
 
     ``broadcast`` is the run's broadcast codec: a broadcast that arrives encoded starts training
     from its decoding, the very vector the server decoded for its own records
-    (:func:`fedloom.engine.payloads.encode_broadcast` decodes with the same codec)."""
+    (:func:`fedloom.engine.payloads.encode_broadcast` decodes with the same codec). With a delta
+    broadcast (``delta_window`` set) the program keeps the last model it trained from and
+    rebuilds each round's model from the chain of changes the server sends
+    (:func:`fedloom.compression.chain.apply_links`, as the server does), or takes the whole
+    model when the server sends that."""
 
     program: ClientProgram
     data: SiteData
     state: ClientState = field(default_factory=dict)
     broadcast: Codec | None = None
+    delta_window: int | None = None
+    held: tuple[int, Vector, bytes] | None = None
+    """With a delta broadcast: the round, model and digest of the last model trained from."""
 
     def train(self, broadcast: Broadcast) -> ClientResult:
-        if broadcast.payload is not None:
+        if broadcast.delta_from is not None:
+            broadcast = replace(broadcast, params=self._replay(broadcast), payload=None)
+        elif broadcast.payload is not None:
             broadcast = replace(broadcast, params=self._decode(broadcast.payload), payload=None)
+        if self.delta_window is not None:
+            model = np.array(broadcast.params, dtype=np.float32, copy=True)
+            self.held = (broadcast.round, model, model_digest(model))
         result, self.state = self.program.run(
             broadcast, self.data.x_train, self.data.y_train, self.state
         )
         return result
 
+    def held_model(self) -> tuple[int, bytes] | None:
+        """The round and digest of the model this site holds from a delta broadcast."""
+        return None if self.held is None else (self.held[0], self.held[2])
+
+    def _replay(self, broadcast: Broadcast) -> Vector:
+        codec = self._codec()
+        if self.held is None or self.held[0] != broadcast.delta_from:
+            holds = "no model" if self.held is None else f"the model of round {self.held[0]}"
+            self.held = None
+            raise ValueError(
+                f"the server sent changes from round {broadcast.delta_from}'s model, but this "
+                f"site holds {holds}; it will be sent the whole model next"
+            )
+        assert broadcast.payload is not None
+        return apply_links(self.held[1], unpack_chain(broadcast.payload), codec)
+
     def _decode(self, payload: bytes) -> Vector:
+        return self._codec().decode(payload, self.program.work.model.layout.size)
+
+    def _codec(self) -> Codec:
         if self.broadcast is None:
             raise ValueError(
                 "the server sent an encoded model, but the run's configuration names no "
                 "broadcast codec to decode it"
             )
-        return self.broadcast.decode(payload, self.program.work.model.layout.size)
+        return self.broadcast
 
     def evaluate(self, params: Vector) -> Evaluation:
         if len(self.data.y_test) == 0:
@@ -162,4 +194,9 @@ class SiteProgram:
 def site_program(config: TrainingConfig, model: Model, data: SiteData) -> SiteProgram:
     """What the site runs for the server's ``config``."""
     algorithm = site_algorithm(config, model)
-    return SiteProgram(algorithm.client, data, broadcast=algorithm.broadcast)
+    return SiteProgram(
+        algorithm.client,
+        data,
+        broadcast=algorithm.broadcast,
+        delta_window=algorithm.broadcast_window,
+    )

@@ -29,9 +29,10 @@ from fedloom.algorithms import Algorithm
 from fedloom.core import validate
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult
+from fedloom.engine.delta import DeltaState, synced
 from fedloom.engine.history import History, Rejection, RoundRecord
 from fedloom.engine.loop import RoundCallback, ServerEvaluation
-from fedloom.engine.payloads import decode_reply, encode_broadcast
+from fedloom.engine.payloads import decode_reply, encode_broadcast, send_to, step_public_model
 from fedloom.engine.rounds import apply_results, check_reply, client_seed, init_state
 from fedloom.engine.tasks import Executor, Reply, TrainTask
 
@@ -134,20 +135,32 @@ def train_buffered(
     replies: dict[int, Reply] = {}
     launched = 0
     now = 0.0
+    delta: DeltaState | None = None  # a delta broadcast's: one public model per server step
 
     def launch(count: int) -> None:
-        nonlocal launched
+        nonlocal launched, delta
         stage_config = {
             s.name: s.config(st) for s, st in zip(algorithm.stages, state.stages, strict=True)
         }
         frozen = state.params.copy()
         frozen.flags.writeable = False
-        frozen, payload = encode_broadcast(algorithm, frozen, plan.seed, launched)
+        payload: bytes | None = None
+        if algorithm.broadcast_window is None:
+            frozen, payload = encode_broadcast(algorithm, frozen, plan.seed, launched)
+        else:
+            if delta is None or delta.round != state.round:
+                delta = step_public_model(
+                    algorithm, delta, frozen, seed=plan.seed, round_=state.round
+                )
+            frozen = delta.public
         for _ in range(count):
             client = idle.pop(int(rng.integers(len(idle))))
+            held: int | None = None
+            if delta is not None:
+                payload, held = send_to(delta, delta.synced.get(client))
             broadcast = Broadcast(
                 state.round, frozen, client_seed(plan.seed, launched, client), state.extras,
-                stage_config, payload=payload,
+                stage_config, payload=payload, delta_from=held,
             )  # fmt: skip
             flight = _Flight(now + clock(client, broadcast), launched, client, state.round,
                              TrainTask(client, broadcast))  # fmt: skip
@@ -172,6 +185,10 @@ def train_buffered(
         flight = heapq.heappop(flights)
         now = flight.finish
         reply = reply_of(flight)
+        if delta is not None:  # the client holds the public model it was sent, or unknown
+            trained = [flight.client] if isinstance(reply, ClientResult) else []
+            failed = [] if trained else [flight.client]
+            delta = synced(delta, trained, failed, round_=flight.version)
         idle.append(flight.client)
         idle.sort()
         staleness = state.round - flight.version

@@ -1,14 +1,16 @@
 """What travels on the wire each round, and how many bytes it takes.
 
 The server encodes the model once per round with the algorithm's broadcast codec, and every
-client of the cohort starts from its decoding; a client whose pipeline ends in a codec stage
-sends its update as that stage's payload, which the server decodes per client before reducing.
-Byte counts come from the payloads themselves (plus float32 for vectors sent as they are), so a
-transport that sends the same payloads moves the same bytes.
+client of the cohort starts from its decoding (with a delta broadcast, each client is sent the
+chain from the model it holds, :mod:`fedloom.engine.delta`); a client whose pipeline ends in a
+codec stage sends its update as that stage's payload, which the server decodes per client
+before reducing. Byte counts come from the payloads themselves (plus float32 for vectors sent as
+they are), so a transport that sends the same payloads moves the same bytes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -16,6 +18,14 @@ import numpy as np
 from fedloom.algorithms import Algorithm
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult
+from fedloom.engine.delta import (
+    DeltaState,
+    HeldModels,
+    advance,
+    chain_from,
+    held_rounds,
+    synced,
+)
 from fedloom.engine.tasks import Failure, Reply
 from fedloom.stages import Encoding
 
@@ -31,6 +41,76 @@ def encode_broadcast(
     sent = algorithm.broadcast.decode(payload, params.shape[0])
     sent.flags.writeable = False
     return sent, payload
+
+
+Send = tuple[bytes | None, int | None]
+"""What one client is sent for the model: a payload (None: the model as float32) and, for a
+delta broadcast's chain, the round the chain starts from."""
+
+
+def broadcast_models(
+    algorithm: Algorithm,
+    delta: DeltaState | None,
+    params: Vector,
+    cohort: Sequence[int],
+    *,
+    seed: int,
+    round_: int,
+    executor: object = None,
+) -> tuple[Vector, list[Send], DeltaState | None]:
+    """The model the cohort starts from, what each of its clients is sent, and the delta
+    broadcast's next state (None without one).
+
+    Without a delta broadcast every client is sent the same payload (:func:`encode_broadcast`).
+    With one, the public model steps forward by this round's link and each client is sent a
+    chain from the round it holds, or the public model whole (:mod:`fedloom.engine.delta`);
+    an executor whose clients report what they hold (:class:`~fedloom.engine.delta.HeldModels`)
+    is believed over the server's own record, once their digests check out."""
+    if algorithm.broadcast_window is None:
+        sent, payload = encode_broadcast(algorithm, params, seed, round_)
+        return sent, [(payload, None)] * len(cohort), None
+    state = step_public_model(algorithm, delta, params, seed=seed, round_=round_)
+    reports = executor.held_models(cohort) if isinstance(executor, HeldModels) else None
+    held = held_rounds(state, reports)
+    return state.public, [send_to(state, held.get(client)) for client in cohort], state
+
+
+def step_public_model(
+    algorithm: Algorithm, delta: DeltaState | None, params: Vector, *, seed: int, round_: int
+) -> DeltaState:
+    """A delta broadcast's state for round ``round_``: its public model one link closer to
+    ``params``, the link's rounding drawn from the run's seed and the round."""
+    if algorithm.broadcast is None or algorithm.broadcast_window is None:
+        raise ValueError(f"algorithm {algorithm.name!r} has no delta broadcast")
+    rng = np.random.default_rng([seed, round_, 2])
+    return advance(
+        delta,
+        params,
+        codec=algorithm.broadcast,
+        window=algorithm.broadcast_window,
+        round_=round_,
+        rng=rng,
+    )
+
+
+def send_to(delta: DeltaState, held: int | None) -> Send:
+    """What a client holding the public model of round ``held`` is sent: its chain, or the
+    public model whole (``(None, None)``)."""
+    chain = chain_from(delta, held, delta.public.shape[0])
+    return (None, None) if chain is None else chain
+
+
+def after_round(
+    delta: DeltaState | None, cohort: Sequence[int], trained: Sequence[bool]
+) -> DeltaState | None:
+    """A delta broadcast's state once the cohort answered (``trained[i]``: client ``cohort[i]``
+    sent a training result): a client that trained holds this round's public model; one that
+    failed may hold anything, so it will be sent the model whole."""
+    if delta is None:
+        return None
+    received = [c for c, ok in zip(cohort, trained, strict=True) if ok]
+    failed = [c for c, ok in zip(cohort, trained, strict=True) if not ok]
+    return synced(delta, received, failed)
 
 
 def download_bytes(broadcast: Broadcast) -> int:

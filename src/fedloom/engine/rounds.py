@@ -17,8 +17,15 @@ from fedloom.algorithms import Algorithm
 from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.core.seeding import client_seeds
+from fedloom.engine.delta import DeltaState
 from fedloom.engine.history import Rejection, RoundRecord, weighted_average
-from fedloom.engine.payloads import decode_reply, download_bytes, encode_broadcast, upload_bytes
+from fedloom.engine.payloads import (
+    after_round,
+    broadcast_models,
+    decode_reply,
+    download_bytes,
+    upload_bytes,
+)
 from fedloom.engine.sampling import Sampler
 from fedloom.engine.tasks import Executor, Failure, Reply, TrainTask, run_each
 from fedloom.optimizers import OptimizerState
@@ -37,6 +44,8 @@ class ServerState:
     stages: tuple[StageState, ...]
     reducer: Vector | None = None
     """A stateful reducer's state (centered clipping's previous aggregate); None otherwise."""
+    broadcast: DeltaState | None = None
+    """A delta broadcast's public model, recent links and who holds what; None otherwise."""
 
 
 def init_state(algorithm: Algorithm, params: Vector) -> ServerState:
@@ -98,21 +107,29 @@ def run_round(
     cohort = tuple(int(population[p]) for p in positions)
     params = state.params.copy()
     params.flags.writeable = False
-    params, payload = encode_broadcast(algorithm, params, seed, round_)
+    params, sends, delta = broadcast_models(
+        algorithm, state.broadcast, params, cohort, seed=seed, round_=round_, executor=executor
+    )
     stage_config = {
         stage.name: stage.config(st)
         for stage, st in zip(algorithm.stages, state.stages, strict=True)
     }
     seeds = client_seeds(seed, round_, cohort).tolist()
     tasks = [
-        TrainTask(c, Broadcast(round_, params, s, state.extras, stage_config, payload=payload))
-        for c, s in zip(cohort, seeds, strict=True)
+        TrainTask(
+            c,
+            Broadcast(
+                round_, params, s, state.extras, stage_config, payload=payload, delta_from=held
+            ),
+        )
+        for c, s, (payload, held) in zip(cohort, seeds, sends, strict=True)
     ]
     layout = algorithm.work.model.layout
     expected = algorithm.correction.expected_extras(layout.size) if algorithm.correction else {}
     fold = streaming_fold(algorithm)
     sent_up = 0
     checked: dict[int, ClientResult | Rejection] = {}
+    trained = [False] * len(cohort)
 
     def consume(position: int, reply: Reply) -> None:
         """Decode and check one reply as it arrives; a streamed round folds the update in and
@@ -121,6 +138,7 @@ def run_round(
         if position in checked:
             raise RuntimeError(f"{type(executor).__name__} answered task {position} twice")
         client = cohort[position]
+        trained[position] = isinstance(reply, ClientResult)
         sent_up += upload_bytes(reply)
         reply = decode_reply(algorithm, client, reply)
         problem = check_reply(reply, layout, expected)
@@ -139,6 +157,7 @@ def run_round(
         raise RuntimeError(
             f"{type(executor).__name__} answered {len(checked)} of {len(cohort)} tasks"
         )
+    delta = after_round(delta, cohort, trained)
     # cohort order, whatever order the replies arrived in
     accepted = [(c, r) for i, c in enumerate(cohort) if isinstance(r := checked[i], ClientResult)]
     rejected = [r for i in range(len(cohort)) if isinstance(r := checked[i], Rejection)]
@@ -160,7 +179,7 @@ def run_round(
             aborted=f"{len(accepted)} usable updates, fewer than min_cohort={min_cohort}",
             seconds=time.perf_counter() - started,
         )
-        return replace(state, round=round_ + 1), record
+        return replace(state, round=round_ + 1, broadcast=delta), record
 
     results = [r for _, r in accepted]
     weights = np.array([r.num_examples for r in results], dtype=np.float64)
@@ -180,7 +199,7 @@ def run_round(
         {**base, **metrics},
         seconds=time.perf_counter() - started,
     )
-    return next_state, record
+    return replace(next_state, broadcast=delta), record
 
 
 def apply_results(

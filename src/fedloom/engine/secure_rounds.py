@@ -34,7 +34,9 @@ import numpy as np
 from fedloom.algorithms import Algorithm
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast
+from fedloom.engine.delta import DeltaState, synced
 from fedloom.engine.history import Rejection, RoundRecord
+from fedloom.engine.payloads import broadcast_models
 from fedloom.engine.rounds import ServerState, apply_step, client_seed
 from fedloom.engine.sampling import Sampler
 from fedloom.engine.tasks import Failure
@@ -118,7 +120,15 @@ def run_secure_round(
     positions = sampler.sample(len(population), np.random.default_rng([seed, round_, 0]))
     cohort = tuple(sorted({int(population[p]) for p in positions}))
     layout = algorithm.work.model.layout
-    skipped = replace(state, round=round_ + 1)
+    params = state.params.copy()
+    params.flags.writeable = False
+    if algorithm.broadcast_window is not None:
+        params, sends, delta = broadcast_models(
+            algorithm, state.broadcast, params, cohort, seed=seed, round_=round_, executor=executor
+        )
+    else:  # the secure rounds send the model as float32, whatever the broadcast codec
+        sends, delta = [(None, None)] * len(cohort), None
+    skipped = replace(state, round=round_ + 1, broadcast=delta)
 
     def record(
         wire: _Wire | None,
@@ -162,19 +172,24 @@ def run_secure_round(
         return skipped, record(None, None, f"secure aggregation cannot start: {error}")
     server = ServerSession(setup)
     wire = _Wire(executor, setup.bits)
-    params = state.params.copy()
-    params.flags.writeable = False
     config = {s.name: s.config(st) for s, st in zip(algorithm.stages, state.stages, strict=True)}
     training = [
         SecureTrainTask(
-            c, Broadcast(round_, params, client_seed(seed, round_, c), {}, config), setup
+            c,
+            Broadcast(
+                round_, params, client_seed(seed, round_, c), {}, config,
+                payload=payload, delta_from=held,
+            ),
+            setup,
         )
-        for c in cohort
-    ]
+        for c, (payload, held) in zip(cohort, sends, strict=True)
+    ]  # fmt: skip
     try:
         total = _protocol(wire, server, training, min_cohort=min_cohort)
     except SecureAggregationAborted as error:
+        skipped = replace(skipped, broadcast=wire.synced(delta, cohort))
         return skipped, record(wire, server, f"secure aggregation aborted: {error.reason}")
+    skipped = replace(skipped, broadcast=wire.synced(delta, cohort))
     survivors = len(server.survivors)
     if ring is not None:
         # The modular sum itself, in [0, 2^bits): integers below 2^24 are exact in float32.
@@ -189,7 +204,7 @@ def run_secure_round(
         aggregate = (weighted_sum / total_weight).astype(np.float32)
     next_state, metrics = _server_halves(algorithm, state, aggregate, survivors)
     metrics["secagg.total_weight"] = float(total_weight)
-    return next_state, record(wire, server, None, metrics)
+    return replace(next_state, broadcast=skipped.broadcast), record(wire, server, None, metrics)
 
 
 @dataclass
@@ -202,6 +217,8 @@ class _Wire:
     bytes_down: float = 0.0
     bytes_up: float = 0.0
     failures: dict[int, str] = field(default_factory=dict)
+    trained: set[int] = field(default_factory=set)
+    """Clients that answered round 0: they hold the round's model."""
 
     def exchange(self, tasks: Sequence[SecureTaskKind]) -> dict[int, SecureReply]:
         replies = self.executor.run_secure(tasks) if tasks else []
@@ -213,7 +230,16 @@ class _Wire:
             else:
                 self.bytes_up += message_bytes(reply, bits=self.bits)
                 answers[task.client] = reply
+                if isinstance(task, SecureTrainTask):
+                    self.trained.add(task.client)
         return answers
+
+    def synced(self, delta: DeltaState | None, cohort: Sequence[int]) -> DeltaState | None:
+        """A delta broadcast's state once round 0 is over: who trained holds the round's
+        model; who did not may hold anything."""
+        if delta is None:
+            return None
+        return synced(delta, self.trained, [c for c in cohort if c not in self.trained])
 
 
 def _protocol(

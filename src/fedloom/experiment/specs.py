@@ -20,7 +20,12 @@ from fedloom.engine.buffered import Buffered
 from fedloom.executors import EXECUTORS
 from fedloom.experiment import checks
 from fedloom.experiment.checks import Options
-from fedloom.experiment.compression_spec import BROADCAST_OPTION, CODEC_STAGES, broadcast_codec
+from fedloom.experiment.compression_spec import (
+    BROADCAST_OPTION,
+    CODEC_STAGES,
+    broadcast_codec,
+    broadcast_window,
+)
 from fedloom.experiment.errors import ExperimentError, KeyPath
 from fedloom.experiment.reducer_spec import build_reducer
 from fedloom.linear import SoftmaxRegression
@@ -180,6 +185,7 @@ class AlgorithmSpec:
         )
         if BROADCAST_OPTION in self.options:
             broadcast_codec(self.SECTION, self.options[BROADCAST_OPTION])
+            broadcast_window(self.SECTION, self.options[BROADCAST_OPTION])
             options[BROADCAST_OPTION] = self.options[BROADCAST_OPTION]
         object.__setattr__(self, "options", options)
         build_reducer(self.reducer, self.attackers, self.reducer_options)
@@ -197,7 +203,11 @@ class AlgorithmSpec:
         reducer = build_reducer(self.reducer, self.attackers, self.reducer_options)
         if BROADCAST_OPTION in self.options:
             codec = broadcast_codec(self.SECTION, self.options[BROADCAST_OPTION])
-            algorithm = algorithm.with_broadcast(codec)
+            window = broadcast_window(self.SECTION, self.options[BROADCAST_OPTION])
+            try:
+                algorithm = algorithm.with_broadcast(codec, delta_window=window)
+            except ValueError as error:
+                raise ExperimentError((*self.SECTION, BROADCAST_OPTION), str(error)) from None
         try:
             if reducer is not None:
                 algorithm = algorithm.with_reducer(reducer)

@@ -195,7 +195,9 @@ def message_bytes(message: object, *, bits: int = 32) -> int:
     """Bytes a message's payload fields take on the wire, before framing; masked vectors packed
     to ``bits`` bits an entry (:func:`pack_ring`)."""
     if isinstance(message, SecureTrainTask):
-        return int(np.asarray(message.broadcast.params).nbytes) + 8 * len(message.setup.cohort)
+        b = message.broadcast
+        model = len(b.payload) if b.payload is not None else int(np.asarray(b.params).nbytes)
+        return model + 8 * len(message.setup.cohort)
     if isinstance(message, KeyAdvertisement):
         return len(message.cipher_key) + len(message.mask_key)
     if isinstance(message, KeyRoster):

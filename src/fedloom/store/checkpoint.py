@@ -12,6 +12,10 @@ untrusted store can never run code when read. Its entries::
     stage/<i>           stage ``i``'s state when it is a number or an array
     stage/<i>/<key>     one entry when it is a flat mapping of numbers and arrays
     reducer             a stateful reducer's state vector, when it has one
+    broadcast/round, broadcast/public, broadcast/link/<i>, broadcast/digests, broadcast/synced
+                        a delta broadcast's state, when it has one: the round and its public
+                        model, the links kept (bytes as uint8), the models' digests ([n, 8]
+                        uint8) and the clients' last rounds ([n, 2] int64: client, round)
     client/<id>/<name>  a client's kept vectors (SCAFFOLD's client control variate)
 
 Arrays keep their dtype and bytes, so a round trip is bit-exact and a resumed run continues
@@ -31,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedloom.core.messages import ClientState
+from fedloom.engine.delta import DeltaState
 from fedloom.engine.rounds import ServerState
 from fedloom.optimizers import OptimizerState
 from fedloom.stages import StageState
@@ -72,6 +77,8 @@ def encode_checkpoint(cp: Checkpoint) -> bytes:
         arrays[f"extra/{name}"] = np.asarray(vector)
     if state.reducer is not None:
         arrays["reducer"] = np.asarray(state.reducer)
+    if state.broadcast is not None:
+        _encode_delta(state.broadcast, arrays)
     stages = [_encode_stage(i, st, arrays) for i, st in enumerate(state.stages)]
     clients: list[list[Any]] = []
     for client, kept in cp.clients.items():
@@ -83,6 +90,7 @@ def encode_checkpoint(cp: Checkpoint) -> bytes:
         "extras": list(state.extras),
         "stages": stages,
         "clients": clients,
+        "broadcast_links": None if state.broadcast is None else len(state.broadcast.links),
     }
     arrays["manifest"] = np.asarray(json.dumps(manifest))
     for key, array in arrays.items():
@@ -142,12 +150,40 @@ def _rebuild(arrays: Arrays) -> Checkpoint:
         extras={name: arrays[f"extra/{name}"] for name in manifest["extras"]},
         stages=tuple(_decode_stage(i, kind, arrays) for i, kind in enumerate(manifest["stages"])),
         reducer=arrays.get("reducer"),
+        broadcast=_decode_delta(manifest.get("broadcast_links"), arrays),
     )
     clients = {
         int(client): {name: arrays[f"client/{client}/{name}"] for name in names}
         for client, names in manifest["clients"]
     }
     return Checkpoint(state, clients)
+
+
+def _encode_delta(delta: DeltaState, arrays: Arrays) -> None:
+    arrays["broadcast/round"] = np.asarray(delta.round, dtype=np.int64)
+    arrays["broadcast/public"] = np.asarray(delta.public)
+    for i, link in enumerate(delta.links):
+        arrays[f"broadcast/link/{i}"] = np.frombuffer(link, dtype=np.uint8)
+    arrays["broadcast/digests"] = np.array(
+        [np.frombuffer(d, dtype=np.uint8) for d in delta.digests], dtype=np.uint8
+    ).reshape(len(delta.digests), -1)
+    arrays["broadcast/synced"] = np.array(sorted(delta.synced.items()), dtype=np.int64).reshape(
+        -1, 2
+    )
+
+
+def _decode_delta(links: Any, arrays: Arrays) -> DeltaState | None:
+    if links is None:
+        return None
+    public = arrays["broadcast/public"]
+    public.flags.writeable = False
+    return DeltaState(
+        round=int(arrays["broadcast/round"]),
+        public=public,
+        links=tuple(arrays[f"broadcast/link/{i}"].tobytes() for i in range(int(links))),
+        digests=tuple(row.tobytes() for row in arrays["broadcast/digests"]),
+        synced={int(c): int(r) for c, r in arrays["broadcast/synced"]},
+    )
 
 
 def _encode_stage(index: int, state: StageState, arrays: Arrays) -> Any:

@@ -163,6 +163,25 @@ def stage_config_from_pb(config: Mapping[str, pb.NumberMap]) -> dict[str, dict[s
 # ---- vectors ----
 
 
+HeldReport = tuple[int, bytes]
+"""What a site says it holds from a delta broadcast: a round and its public model's digest."""
+
+DIGEST_BYTES = 8
+
+
+def held_to_pb(held: HeldReport | None) -> pb.HeldModel | None:
+    return None if held is None else pb.HeldModel(round=held[0], digest=held[1])
+
+
+def held_from_pb(message: pb.Hello | pb.TrainReply | pb.KeyAdvertisement) -> HeldReport | None:
+    """The model a Hello, TrainReply or KeyAdvertisement says the site holds; None if it names
+    none (a digest of the wrong length is read as none: the site is then sent the whole
+    model)."""
+    if not message.HasField("held") or len(message.held.digest) != DIGEST_BYTES:
+        return None
+    return int(message.held.round), bytes(message.held.digest)
+
+
 def chunks(task: int, vector: Vector, chunk_bytes: int) -> Iterator[pb.Chunk]:
     """``vector``'s little-endian float32 bytes in slices of at most ``chunk_bytes``, made one
     at a time so only one slice is ever copied."""

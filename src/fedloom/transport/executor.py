@@ -170,6 +170,11 @@ class GrpcExecutor:
             future.cancel()
             raise
 
+    def held_models(self, clients: Sequence[int]) -> dict[int, tuple[int, bytes]]:
+        """What each of ``clients`` (connected, and holding one) says it holds from a delta
+        broadcast: a round and its model's digest (:class:`fedloom.engine.delta.HeldModels`)."""
+        return self._call(self._held(clients))
+
     def snapshot(self, timeout: float = 2.0) -> FederationView | None:
         """The connected sites and the round in flight, read on the server's loop; callable from
         any thread. None once the server is closed; TimeoutError if the loop does not answer
@@ -280,6 +285,15 @@ class GrpcExecutor:
         )
         counter = self._round
         return FederationView(self.config.run, sites, None if counter is None else counter.view())
+
+    async def _held(self, clients: Sequence[int]) -> dict[int, tuple[int, bytes]]:
+        sites = self.config.sites
+        held: dict[int, tuple[int, bytes]] = {}
+        for client in clients:
+            session = self.service.sessions.get(sites[client]) if 0 <= client < len(sites) else None
+            if session is not None and session.closed is None and session.held is not None:
+                held[client] = session.held
+        return held
 
     def _counter(self, tasks: Sequence[Task]) -> RoundCounter:
         training = [t for t in tasks if isinstance(t, TrainTask)]
@@ -404,15 +418,17 @@ class GrpcExecutor:
         self, task_id: int, task: SecureTrainTask, session: Session
     ) -> Iterator[pb.ServerMessage]:
         b = task.broadcast
-        vectors = [("params", b.params), *b.extras.items()]
+        payload = self._encoded_model(b) if b.delta_from is not None else b""
+        model = [] if payload else [("params", b.params)]
+        vectors = [*model, *b.extras.items()]
         yield pb.ServerMessage(
             secure_train=pb.SecureTrainTask(
-                train=self._train_pb(task_id, b, vectors),
+                train=self._train_pb(task_id, b, vectors, payload),
                 client=task.client,
                 setup=setup_to_pb(task.setup),
             )
         )
-        yield from self._chunks(task_id, vectors, session)
+        yield from self._chunks(task_id, vectors, session, payload)
 
     @staticmethod
     def _train_pb(
@@ -426,6 +442,7 @@ class GrpcExecutor:
             stage_config=stage_config_to_pb(b.stage_config),
             vectors=headers(vectors),
             payload_length=len(payload),
+            delta_from=b.delta_from if payload and b.delta_from is not None else None,
         )
 
     def _encoded_model(self, b: Broadcast) -> bytes:

@@ -229,15 +229,20 @@ def _limbs_from_pb(what: str, entries: Sequence[pb.SecretShare]) -> dict[int, Sh
 
 
 def reply_to_pb(
-    task: int, reply: SecureReply | Failure, *, bits: int, chunk_bytes: int
+    task: int,
+    reply: SecureReply | Failure,
+    *,
+    bits: int,
+    chunk_bytes: int,
+    held: pb.HeldModel | None = None,
 ) -> Iterator[pb.SiteMessage]:
     """A site's answer to task ``task``: one message, and for a masked input its chunks (packed
-    to the round's ``bits``)."""
+    to the round's ``bits``); ``held`` goes with a key advertisement (delta broadcasts)."""
     if isinstance(reply, Failure):
         yield pb.SiteMessage(task_failed=pb.TaskFailed(task=task, reason=reply.reason[:500]))
     elif isinstance(reply, KeyAdvertisement):
         yield pb.SiteMessage(
-            key_advertisement=pb.KeyAdvertisement(task=task, keys=_keys_to_pb(reply))
+            key_advertisement=pb.KeyAdvertisement(task=task, keys=_keys_to_pb(reply), held=held)
         )
     elif isinstance(reply, SharedKeys):
         yield pb.SiteMessage(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.engine.secure_clients import SecureClients
@@ -48,25 +50,29 @@ class SecureSite:
         message: pb.SecureTrainTask,
         vectors: dict[str, Vector],
         train: Callable[[Broadcast], ClientResult],
+        payload: bytes | None = None,
     ) -> SecureReply | Failure:
-        """Round 0: train on ``vectors`` (the broadcast's), keep the quantized update, and
-        answer with fresh public keys."""
+        """Round 0: train on ``vectors`` (the broadcast's; with ``payload``, the model is that
+        encoding or a delta broadcast's chain), keep the quantized update, and answer with fresh
+        public keys."""
         try:
             setup = setup_from_pb(message.setup, dims=self.dims)
             client = self._claim(int(message.client))
             params = vectors.pop("params", None)
-            if params is None:
+            if params is None and payload is None:
                 raise ProtocolError("a secure training task without a params vector")
         except ProtocolError as error:
             return self._refuse(int(message.client), str(error))
         task = message.train
         broadcast = Broadcast(
             round=int(task.round),
-            params=params,
+            params=np.zeros(0, dtype=np.float32) if params is None else params,
             seed=int(task.seed),
             extras=vectors,
             stage_config=stage_config_from_pb(task.stage_config),
             max_steps=int(task.max_steps) or None,
+            payload=payload,
+            delta_from=int(task.delta_from) if task.HasField("delta_from") else None,
         )
 
         def run(tasks: Sequence[Task]) -> list[Reply]:

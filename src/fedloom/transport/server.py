@@ -30,9 +30,11 @@ from fedloom.pki import CertificateRefused, PkiError, Verifier
 from fedloom.policy import RunTerms
 from fedloom.transport.codec import (
     PROTOCOL_VERSION,
+    HeldReport,
     ProtocolError,
     config_to_pb,
     describe_layout,
+    held_from_pb,
     layout_key,
     layout_key_from_pb,
 )
@@ -151,7 +153,9 @@ class FederationService:
     ) -> None:
         peer = context.peer()
         try:
-            site, serial, subject, features = await self._authenticate(requests, context, peer)
+            site, serial, subject, features, held = await self._authenticate(
+                requests, context, peer
+            )
         except _Refused as refused:
             log.warning("refused %s: %s", peer, refused.reason)
             await context.abort(refused.code, refused.reason)
@@ -163,6 +167,7 @@ class FederationService:
             subject=subject,
             connected_at=time.time(),
             features=features,
+            held=held,
             max_length=self.config.layout.size,
             chunk_bytes=self.config.chunk_bytes,
             traffic=self.traffic,
@@ -199,7 +204,7 @@ class FederationService:
 
     async def _authenticate(
         self, requests: AsyncIterator[pb.SiteMessage], context: grpc.aio.ServicerContext, peer: str
-    ) -> tuple[str, int | None, str | None, frozenset[str]]:
+    ) -> tuple[str, int | None, str | None, frozenset[str], HeldReport | None]:
         identity: str | None = None
         serial: int | None = None
         subject: str | None = None
@@ -262,7 +267,7 @@ class FederationService:
                 f"speak it (its Hello lists features {sorted(features)}, not {FEATURE!r}); "
                 "run a fedloom client with secure aggregation, not a relay",
             )
-        return identity, serial, subject, features
+        return identity, serial, subject, features, held_from_pb(hello)
 
     def revoked(self, session: Session) -> bool:
         """Whether ``session``'s certificate has been revoked since it connected."""

@@ -22,7 +22,14 @@ from fedloom.core.layout import Vector
 from fedloom.core.messages import ClientResult
 from fedloom.engine.tasks import Evaluation, Failure, Reply
 from fedloom.secagg.messages import SecureReply
-from fedloom.transport.codec import ProtocolError, VectorReceiver, check_metrics, wire_bytes
+from fedloom.transport.codec import (
+    HeldReport,
+    ProtocolError,
+    VectorReceiver,
+    check_metrics,
+    held_from_pb,
+    wire_bytes,
+)
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.secure_codec import (
     PHASE_OF_REPLY,
@@ -77,6 +84,9 @@ class Session:
     """When the site joined, in Unix seconds."""
     features: frozenset[str] = frozenset()
     """The optional protocol parts the site's Hello listed (``secagg.v1``)."""
+    held: HeldReport | None = None
+    """The delta broadcast's model the site last said it holds (its Hello, then each training
+    reply); None after a failed or timed-out task, when what it holds is unknown."""
     outgoing: asyncio.Queue[Outgoing | None] = field(default_factory=asyncio.Queue)
     pending: dict[int, _Pending] = field(default_factory=dict)
     cancelled: set[int] = field(default_factory=set)
@@ -103,9 +113,11 @@ class Session:
         return future
 
     def cancel(self, task: int) -> None:
-        """Forget ``task`` (its deadline passed); a late reply to it is dropped quietly."""
+        """Forget ``task`` (its deadline passed); a late reply to it is dropped quietly. What
+        the site holds is unknown until it says again (it may have rebuilt the task's model)."""
         if self.pending.pop(task, None) is not None:
             self.cancelled.add(task)
+            self.held = None
 
     def close(self, reason: str) -> None:
         if self.closed is not None:
@@ -150,6 +162,7 @@ class Session:
         elif kind in PHASE_OF_REPLY:
             self._secure_reply(kind, message)
         elif kind == "task_failed":
+            self.held = None
             reason = message.task_failed.reason[:500]
             self._resolve(
                 message.task_failed.task, None, lambda: Failure(f"site {self.site}: {reason}")
@@ -159,6 +172,7 @@ class Session:
 
     def _train_reply(self, reply: pb.TrainReply) -> None:
         pending = self._pending(reply.task, "train")
+        self.held = held_from_pb(reply)
         receiver = VectorReceiver(
             reply.task,
             reply.vectors,
@@ -178,6 +192,7 @@ class Session:
     def _secure_reply(self, kind: str, message: pb.SiteMessage) -> None:
         if kind == "key_advertisement":
             reply = message.key_advertisement
+            self.held = held_from_pb(reply)
             self._resolve(reply.task, "advertise", lambda: advertisement_from_pb(reply))
         elif kind == "shared_keys":
             keys = message.shared_keys

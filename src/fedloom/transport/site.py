@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import grpc
 import grpc.aio
@@ -39,6 +39,7 @@ from fedloom.transport.codec import (
     chunks,
     config_from_pb,
     headers,
+    held_to_pb,
     layout_to_pb,
     max_payload,
     payload_chunks,
@@ -80,11 +81,25 @@ class Program(Protocol):
     """What a site runs: its model's training and evaluation, built from the server's config.
 
     A broadcast whose ``payload`` is set came encoded by the run's broadcast codec: its
-    ``params`` is empty and the program starts from the payload's decoding."""
+    ``params`` is empty and the program starts from the payload's decoding (with ``delta_from``
+    set, a delta broadcast's chain from the model the program holds)."""
 
     def train(self, broadcast: Broadcast) -> ClientResult: ...
 
     def evaluate(self, params: Vector) -> Evaluation: ...
+
+
+@runtime_checkable
+class HoldsModel(Protocol):
+    """A program that keeps the last model a delta broadcast gave it, and says which: the
+    round and the model's digest (:func:`fedloom.compression.chain.model_digest`)."""
+
+    def held_model(self) -> tuple[int, bytes] | None: ...
+
+
+def _held(program: Program | None) -> pb.HeldModel | None:
+    held = program.held_model() if isinstance(program, HoldsModel) else None
+    return held_to_pb(held)
 
 
 @dataclass(frozen=True)
@@ -224,6 +239,7 @@ class Site:
                 site=self.name,
                 layout=layout_to_pb(self.layout),
                 features=[FEATURE] if self.secure else [],
+                held=_held(self._program),
             )
             await write(pb.SiteMessage(hello=hello))
             first = await call.read()
@@ -352,7 +368,11 @@ class Site:
         if the stream ended first."""
         task = message.train
         receiver = VectorReceiver(
-            task.task, task.vectors, max_length=self.layout.size, chunk_bytes=chunk_bytes
+            task.task,
+            task.vectors,
+            max_length=self.layout.size,
+            chunk_bytes=chunk_bytes,
+            payload_length=int(task.payload_length),
         )
         while not receiver.complete:
             part = await call.read()
@@ -364,11 +384,15 @@ class Site:
         program = self._program
         assert program is not None
         answer = await asyncio.to_thread(
-            self._secure.start, message, receiver.result(), program.train
+            self._secure.start, message, receiver.result(), program.train, receiver.payload_result()
         )
         self.tasks_done += 1
         for reply in reply_to_pb(
-            task.task, answer, bits=self._secure.bits, chunk_bytes=chunk_bytes
+            task.task,
+            answer,
+            bits=self._secure.bits,
+            chunk_bytes=chunk_bytes,
+            held=_held(program),
         ):
             await write(reply)  # type: ignore[misc]
         return True
@@ -425,6 +449,7 @@ class Site:
                 stage_config=stage_config_from_pb(task.stage_config),
                 max_steps=int(task.max_steps) or None,
                 payload=payload,
+                delta_from=int(task.delta_from) if task.HasField("delta_from") else None,
             )
             result = await asyncio.to_thread(program.train, broadcast)
             limit = max_payload(self.layout.size)
@@ -448,10 +473,12 @@ class Site:
                 ]
             )
         self.tasks_done += 1
-        return _train_reply(task.task, result, chunk_bytes)
+        return _train_reply(task.task, result, chunk_bytes, _held(program))
 
 
-def _train_reply(task: int, result: ClientResult, chunk_bytes: int) -> Iterator[pb.SiteMessage]:
+def _train_reply(
+    task: int, result: ClientResult, chunk_bytes: int, held: pb.HeldModel | None = None
+) -> Iterator[pb.SiteMessage]:
     """The reply's header, then its vectors' chunks, then its encoded update's (if any: the
     update then travels only as those bytes)."""
     payload = result.payload or b""
@@ -464,6 +491,7 @@ def _train_reply(task: int, result: ClientResult, chunk_bytes: int) -> Iterator[
             metrics=dict(result.metrics),
             vectors=headers(vectors),
             payload_length=len(payload),
+            held=held,
         )
     )
     for _, vector in vectors:

@@ -33,16 +33,26 @@ class SiteMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., train_reply: _Optional[_Union[TrainReply, _Mapping]] = ..., evaluate_reply: _Optional[_Union[EvaluateReply, _Mapping]] = ..., task_failed: _Optional[_Union[TaskFailed, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., key_advertisement: _Optional[_Union[KeyAdvertisement, _Mapping]] = ..., shared_keys: _Optional[_Union[SharedKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., unmask_shares: _Optional[_Union[UnmaskShares, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("protocol_version", "site", "layout", "features")
+    __slots__ = ("protocol_version", "site", "layout", "features", "held")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     site: str
     layout: Layout
     features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, protocol_version: _Optional[int] = ..., site: _Optional[str] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
+    held: HeldModel
+    def __init__(self, protocol_version: _Optional[int] = ..., site: _Optional[str] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., features: _Optional[_Iterable[str]] = ..., held: _Optional[_Union[HeldModel, _Mapping]] = ...) -> None: ...
+
+class HeldModel(_message.Message):
+    __slots__ = ("round", "digest")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    digest: bytes
+    def __init__(self, round: _Optional[int] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class Layout(_message.Message):
     __slots__ = ("tensors",)
@@ -61,7 +71,7 @@ class Tensor(_message.Message):
     def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., trainable: _Optional[bool] = ...) -> None: ...
 
 class TrainReply(_message.Message):
-    __slots__ = ("task", "num_examples", "metrics", "vectors", "payload_length")
+    __slots__ = ("task", "num_examples", "metrics", "vectors", "payload_length", "held")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,12 +84,14 @@ class TrainReply(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     task: int
     num_examples: int
     metrics: _containers.ScalarMap[str, float]
     vectors: _containers.RepeatedCompositeFieldContainer[VectorHeader]
     payload_length: int
-    def __init__(self, task: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., vectors: _Optional[_Iterable[_Union[VectorHeader, _Mapping]]] = ..., payload_length: _Optional[int] = ...) -> None: ...
+    held: HeldModel
+    def __init__(self, task: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., vectors: _Optional[_Iterable[_Union[VectorHeader, _Mapping]]] = ..., payload_length: _Optional[int] = ..., held: _Optional[_Union[HeldModel, _Mapping]] = ...) -> None: ...
 
 class EvaluateReply(_message.Message):
     __slots__ = ("task", "num_examples", "metrics")
@@ -237,7 +249,7 @@ class Scalar(_message.Message):
     def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., flag: _Optional[bool] = ..., text: _Optional[str] = ...) -> None: ...
 
 class TrainTask(_message.Message):
-    __slots__ = ("task", "round", "seed", "max_steps", "stage_config", "vectors", "payload_length")
+    __slots__ = ("task", "round", "seed", "max_steps", "stage_config", "vectors", "payload_length", "delta_from")
     class StageConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +264,7 @@ class TrainTask(_message.Message):
     STAGE_CONFIG_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FROM_FIELD_NUMBER: _ClassVar[int]
     task: int
     round: int
     seed: int
@@ -259,7 +272,8 @@ class TrainTask(_message.Message):
     stage_config: _containers.MessageMap[str, NumberMap]
     vectors: _containers.RepeatedCompositeFieldContainer[VectorHeader]
     payload_length: int
-    def __init__(self, task: _Optional[int] = ..., round: _Optional[int] = ..., seed: _Optional[int] = ..., max_steps: _Optional[int] = ..., stage_config: _Optional[_Mapping[str, NumberMap]] = ..., vectors: _Optional[_Iterable[_Union[VectorHeader, _Mapping]]] = ..., payload_length: _Optional[int] = ...) -> None: ...
+    delta_from: int
+    def __init__(self, task: _Optional[int] = ..., round: _Optional[int] = ..., seed: _Optional[int] = ..., max_steps: _Optional[int] = ..., stage_config: _Optional[_Mapping[str, NumberMap]] = ..., vectors: _Optional[_Iterable[_Union[VectorHeader, _Mapping]]] = ..., payload_length: _Optional[int] = ..., delta_from: _Optional[int] = ...) -> None: ...
 
 class NumberMap(_message.Message):
     __slots__ = ("values",)
@@ -359,12 +373,14 @@ class PublicKeys(_message.Message):
     def __init__(self, client: _Optional[int] = ..., cipher_key: _Optional[bytes] = ..., mask_key: _Optional[bytes] = ...) -> None: ...
 
 class KeyAdvertisement(_message.Message):
-    __slots__ = ("task", "keys")
+    __slots__ = ("task", "keys", "held")
     TASK_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     task: int
     keys: PublicKeys
-    def __init__(self, task: _Optional[int] = ..., keys: _Optional[_Union[PublicKeys, _Mapping]] = ...) -> None: ...
+    held: HeldModel
+    def __init__(self, task: _Optional[int] = ..., keys: _Optional[_Union[PublicKeys, _Mapping]] = ..., held: _Optional[_Union[HeldModel, _Mapping]] = ...) -> None: ...
 
 class KeyRoster(_message.Message):
     __slots__ = ("task", "client", "keys", "neighbours")
