@@ -501,7 +501,8 @@ def render_versus(args: argparse.Namespace, versus: list[Versus]) -> list[str]:
         "(round 1 also starts Ray's actors), timed around the fit workflow. A Flower client "
         "drops out by raising in `fit`, which `secaggplus_mod` calls in its collect-masked-"
         "vectors stage (`bench/system_flower_secagg.py`). Target: fedloom's SecAgg+ round at "
-        "least 10x faster than Flower's.",
+        "least 10x faster than Flower's. `SecAgg+ / plain` compares with a round that only "
+        "averages; the 3x target is about the training round above.",
         "",
         "| dropped | fedloom plain (s) | fedloom SecAgg+ (s) | SecAgg+ / plain "
         "| Flower plain (s) | Flower SecAgg+ (s) | Flower SecAgg+ / fedloom SecAgg+ |",
