@@ -43,7 +43,7 @@ results: setup
 # fedloom's executors beside Flower's simulation engine and a plain PyTorch loop on the same
 # data; writes docs/benchmarks.md and bench/results.json (about 12 minutes; the first run also
 # installs Flower into bench/.venv-flower). Then secure aggregation's costs, into
-# docs/benchmarks-secagg.md (about a minute), each update codec's bytes, accuracy and speed
+# docs/benchmarks-secagg.md (about seven minutes, most of it Flower's SecAgg+ runs), each update codec's bytes, accuracy and speed
 # (bench/codecs.py → docs/benchmarks-compression.md, about 5 minutes), and the robustness table: every attack against
 # the mean and each robust reducer (docs/robustness-results.md, about 8 minutes). Not part of
 # `make test`.

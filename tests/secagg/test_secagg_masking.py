@@ -53,6 +53,29 @@ def test_the_prg_is_aes256_ctr() -> None:
     assert not np.array_equal(primitives.expand(b"\x01" + bytes(31), 4, 32), words)
 
 
+def test_the_mask_stream_adds_and_subtracts_the_prg_in_place_modulo_2_32() -> None:
+    """The reused-buffer stream gives expand's words (the known answer above first), and adds
+    and subtracts them into a total with uint32 wraparound, the ring Z_2^32's arithmetic."""
+    stream = primitives.MaskStream(4)
+    first = stream.keystream(bytes(32))
+    assert first.astype("<u4").tobytes().hex() == "dc95c078a2408989ad48a21492842087"
+    seeds = [bytes([i]) * 32 for i in range(1, 4)]
+    words = [primitives.expand(seed, 4, 32).astype(np.int64) for seed in seeds]
+    total = np.array([0, 1, 2**32 - 1, 12345], dtype=np.uint32)
+    expected = total.astype(np.int64) + words[0] - words[1] + words[2]
+    stream.add(total, seeds[0])
+    stream.subtract(total, seeds[1])
+    stream.add(total, seeds[2])
+    assert total.dtype == np.uint32
+    assert np.array_equal(total.astype(np.int64), expected % 2**32)
+    stream.subtract(total, seeds[2])
+    stream.add(total, seeds[1])
+    stream.subtract(total, seeds[0])
+    assert total.tolist() == [0, 1, 2**32 - 1, 12345]
+    with pytest.raises(ValueError, match="32 bytes"):
+        stream.keystream(bytes(16))
+
+
 def test_the_session_id_covers_every_key_in_any_order() -> None:
     keys = [(1, b"a" * 32, b"b" * 32), (2, b"c" * 32, b"d" * 32)]
     sid = primitives.session_id(b"h", keys)

@@ -165,7 +165,7 @@ class ClientSession:
             if plain is None or len(plain) != SHARE_BYTES:
                 raise self._abort(f"the share from client {sender} is not authentic")
             row = np.frombuffer(plain, dtype="<u4").astype(np.uint32)
-            if np.any(row >= shamir.PRIME):
+            if int(row.max()) >= shamir.PRIME:
                 raise self._abort(f"the share from client {sender} is out of the field")
             self._held[sender] = row
         if len(self._held) + 1 < self.setup.threshold:
@@ -173,13 +173,19 @@ class ClientSession:
                 f"only {len(self._held)} neighbours shared keys; with itself that is fewer "
                 f"than the threshold {self.setup.threshold}"
             )
-        size = self.setup.dims + 1
-        total = self._value + primitives.expand(self._seed, size, 32)
+        # One keystream buffer for all k + 1 masks, each added into the total in place; the
+        # uint32 wraparound is the ring's arithmetic, reduced mod 2^bits once at the end.
+        stream = primitives.MaskStream(self.setup.dims + 1)
+        total = self._value.copy()
+        stream.add(total, self._seed)
         for other in sorted(self._held):
             seed = self._agree(other, b"mask", self._keys[other].mask_key, mask=True)
-            mask = primitives.expand(seed, size, 32)
-            total = total + mask if pair_sign(self.client, other) > 0 else total - mask
-        total &= np.uint32((1 << self.setup.bits) - 1)
+            if pair_sign(self.client, other) > 0:
+                stream.add(total, seed)
+            else:
+                stream.subtract(total, seed)
+        if self.setup.bits < 32:
+            total &= np.uint32((1 << self.setup.bits) - 1)
         self._value = np.zeros(0, dtype=np.uint32)  # the plain input is no longer needed
         self._phase = "unmask"
         return MaskedInput(self._session, self.client, total)
@@ -242,7 +248,11 @@ class ClientSession:
             if c in keys:
                 raise self._abort(f"client {c} is listed twice in the key roster")
             for key in (entry.cipher_key, entry.mask_key):
-                problem = primitives.key_problem(key)
+                problem = (
+                    None
+                    if isinstance(key, bytes) and len(key) == KEY_BYTES  # the common case, inline
+                    else primitives.key_problem(key)
+                )
                 if problem is not None:
                     raise self._abort(f"client {c}'s key is malformed: {problem}")
                 if key in seen_keys:

@@ -127,12 +127,46 @@ def expand(seed: bytes, size: int, bits: int) -> RingVector:
     Each seed is used for one vector only (every seed is fresh per round), so a fixed counter
     block is safe. Uniform 32-bit words reduced mod 2^bits stay uniform.
     """
-    if len(seed) != KEY_BYTES:
-        raise ValueError(f"a PRG seed is {KEY_BYTES} bytes, got {len(seed)}")
-    encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
-    stream = encryptor.update(bytes(4 * size)) + encryptor.finalize()
-    words = np.frombuffer(stream, dtype="<u4").astype(np.uint32, copy=False)
+    words = MaskStream(size).keystream(seed).copy()
     return words & np.uint32((1 << bits) - 1) if bits < 32 else words
+
+
+class MaskStream:
+    """:func:`expand` for many seeds of one vector size, without a copy per mask.
+
+    The AES-256-CTR keystream of each seed is written into one reused buffer
+    (``update_into``) and read as little-endian 32-bit words in place, so adding a mask into a
+    running total is one pass over memory. The words are the same as :func:`expand`'s with
+    ``bits = 32``; reducing the total mod 2^bits once at the end gives the same ring element as
+    reducing every mask first, because 2^bits divides 2^32.
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"a mask has at least one element, got size {size}")
+        self.size = size
+        self._zeros = bytes(4 * size)
+        # CTR mode writes exactly the input's length, but update_into asks for a block more.
+        self._buffer = bytearray(4 * size + 15)
+        self._words = np.frombuffer(self._buffer, dtype="<u4", count=size)
+
+    def keystream(self, seed: bytes) -> npt.NDArray[np.uint32]:
+        """The mask of ``seed`` as 32-bit words: a view of the reused buffer, overwritten by
+        the next call."""
+        if len(seed) != KEY_BYTES:
+            raise ValueError(f"a PRG seed is {KEY_BYTES} bytes, got {len(seed)}")
+        encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+        encryptor.update_into(self._zeros, self._buffer)
+        encryptor.finalize()
+        return self._words
+
+    def add(self, total: RingVector, seed: bytes) -> None:
+        """``total += PRG(seed)`` modulo 2^32, in place."""
+        np.add(total, self.keystream(seed), out=total)
+
+    def subtract(self, total: RingVector, seed: bytes) -> None:
+        """``total -= PRG(seed)`` modulo 2^32, in place."""
+        np.subtract(total, self.keystream(seed), out=total)
 
 
 def session_id(header: bytes, keys: Iterable[tuple[int, bytes, bytes]]) -> bytes:

@@ -42,17 +42,25 @@ def encode(
 ) -> RingVector:
     """``[q(weight · clip(update)), weight]`` as ring elements (see the module docstring);
     ValueError for an update with NaN or infinity, which has no place in a ring."""
-    values = update.astype(np.float64)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("the update contains NaN or infinity")
+    values = update.astype(np.float64)  # a copy: everything below works on it in place
     norm = float(np.linalg.norm(values))
+    # A NaN or an infinity makes the norm non-finite; so may finite entries whose squares
+    # overflow, which are fine (clipping scales them to zero), hence the closer look.
+    if not np.isfinite(norm) and not np.all(np.isfinite(values)):
+        raise ValueError("the update contains NaN or infinity")
     if norm > clip:
         values *= clip / norm
-    scaled = values * (weight * scale)
-    low = np.floor(scaled)
-    rounded = low + (rng.random(scaled.shape) < (scaled - low))
-    integers = np.append(rounded, weight).astype(np.int64)
-    return (integers & ((1 << bits) - 1)).astype(np.uint32)
+    values *= weight * scale
+    rounded = np.floor(values)
+    values -= rounded  # the fractional parts, each the chance of rounding up
+    rounded += rng.random(values.shape) < values
+    out = np.empty(values.size + 1, dtype=np.uint32)
+    # int64 to uint32 keeps the low 32 bits: two's complement is already the ring Z_2^32.
+    np.copyto(out[:-1], rounded.astype(np.int64).ravel(), casting="unsafe")
+    out[-1] = weight & ((1 << bits) - 1)
+    if bits < 32:
+        out &= np.uint32((1 << bits) - 1)
+    return out
 
 
 def to_signed(total: RingVector, bits: int) -> npt.NDArray[np.int64]:

@@ -176,18 +176,21 @@ class ServerSession:
         keys = self._reconstruct(answers, self._dropped, own=False)
         bits = self.setup.bits
         size = self.setup.dims + 1
+        stream = primitives.MaskStream(size)
         total = self._total.copy()
         for v in self._survivors:
-            total -= primitives.expand(_secret(seeds[v], v, "self-mask seed"), size, 32)
+            stream.subtract(total, _secret(seeds[v], v, "self-mask seed"))
         for u in self._dropped:
             private = primitives.load_private(_secret(keys[u], u, "mask key"))
             for v in sorted(self.neighbours[u] & set(self._survivors)):
                 seed = primitives.agree(
                     private, self._keys[v].mask_key, purpose=b"mask", session=self.session
                 )
-                mask = primitives.expand(seed, size, 32)
                 # v's input carries ± PRG(s_uv); take it back out.
-                total = total - mask if pair_sign(v, u) > 0 else total + mask
+                if pair_sign(v, u) > 0:
+                    stream.subtract(total, seed)
+                else:
+                    stream.add(total, seed)
         total &= np.uint32((1 << bits) - 1)
         return total
 
@@ -266,14 +269,22 @@ class ServerSession:
             ("self-mask", reply.seed_shares, near),
             ("mask-key", reply.key_shares, far),
         ):
+            arrays = []
             for owner, values in shares.items():
                 if owner not in allowed:
                     return f"it sent a {name} share of client {owner}, which was not asked for"
                 array = np.asarray(values)
                 if array.shape != (LIMBS,) or not np.issubdtype(array.dtype, np.integer):
                     return f"its {name} share of client {owner} is malformed"
-                if np.any(array < 0) or np.any(array >= shamir.PRIME):
-                    return f"its {name} share of client {owner} is out of the field"
+                arrays.append(array)
+            if not arrays:
+                continue
+            # One range check over all of them; the slow path only to name the culprit.
+            stacked = np.stack(arrays)
+            if int(stacked.min()) < 0 or int(stacked.max()) >= shamir.PRIME:
+                for owner, array in zip(shares, arrays, strict=True):
+                    if np.any(array < 0) or np.any(array >= shamir.PRIME):
+                        return f"its {name} share of client {owner} is out of the field"
         return None
 
 
