@@ -46,3 +46,30 @@ def test_the_session_follows_replies_failures_and_deadlines() -> None:
         return seen
 
     assert asyncio.run(run()) == [(1, DIGEST), (2, DIGEST[::-1]), None, None, (3, DIGEST)]
+
+
+def test_a_deadline_that_passes_while_a_reply_arrives_drops_the_rest_quietly() -> None:
+    """The reply's header came before the deadline, its chunks after: the session reads the
+    chunks, drops them, and serves the site's next task (it used to fail an assertion)."""
+    result = ClientResult(np.arange(600, dtype=np.float32), 5)
+
+    async def run() -> tuple[int, object, bool]:
+        session = Session("site-x", "peer", 4096, 1024, Traffic())
+        first = session.expect(1, "train")
+        messages = list(_train_reply(1, result, 1024))
+        assert len(messages) > 2  # a header and several chunks
+        session.receive(messages[0])
+        session.cancel(1)
+        for message in messages[1:]:
+            session.receive(message)
+        second = session.expect(2, "train")
+        for message in _train_reply(2, result, 1024):
+            session.receive(message)
+        answer = await second
+        return len(session.pending), answer, first.done()
+
+    pending, answer, first_done = asyncio.run(run())
+    assert pending == 0
+    assert not first_done
+    assert isinstance(answer, ClientResult)
+    np.testing.assert_array_equal(answer.update, result.update)

@@ -115,9 +115,12 @@ class Session:
     def cancel(self, task: int) -> None:
         """Forget ``task`` (its deadline passed); a late reply to it is dropped quietly. What
         the site holds is unknown until it says again (it may have rebuilt the task's model)."""
-        if self.pending.pop(task, None) is not None:
+        pending = self.pending.pop(task, None)
+        if pending is not None:
             self.cancelled.add(task)
             self.held = None
+            if self.receiving == task:  # its reply is arriving: read the rest, then drop it
+                self.dropped = pending.receiver
 
     def close(self, reason: str) -> None:
         if self.closed is not None:
