@@ -19,7 +19,7 @@ from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.core.seeding import client_seeds
 from fedloom.engine.history import Rejection, RoundRecord, weighted_average
 from fedloom.engine.payloads import decode_reply, download_bytes, encode_broadcast, upload_bytes
-from fedloom.engine.sampling import Sampler
+from fedloom.engine.sampling import Sampler, draw
 from fedloom.engine.tasks import Executor, Failure, TrainTask
 from fedloom.optimizers import OptimizerState
 from fedloom.reducers import StatefulReducer, reduce_with_state
@@ -94,7 +94,7 @@ def run_round(
         )
     started = time.perf_counter()
     round_ = state.round
-    positions = sampler.sample(len(population), np.random.default_rng([seed, round_, 0]))
+    positions = draw(sampler, len(population), round_, seed)
     cohort = tuple(int(population[p]) for p in positions)
     params = state.params.copy()
     params.flags.writeable = False

@@ -36,7 +36,7 @@ from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast
 from fedloom.engine.history import Rejection, RoundRecord
 from fedloom.engine.rounds import ServerState, apply_step, client_seed
-from fedloom.engine.sampling import Sampler
+from fedloom.engine.sampling import Sampler, draw
 from fedloom.engine.tasks import Failure
 from fedloom.reducers import Mean, WeightedMean
 from fedloom.secagg.messages import SecureReply, SecureTask, SecureTrainTask, message_bytes
@@ -115,7 +115,7 @@ def run_secure_round(
     assert isinstance(executor, SecureExecutor)
     started = time.perf_counter()
     round_ = state.round
-    positions = sampler.sample(len(population), np.random.default_rng([seed, round_, 0]))
+    positions = draw(sampler, len(population), round_, seed)
     cohort = tuple(sorted({int(population[p]) for p in positions}))
     layout = algorithm.work.model.layout
     skipped = replace(state, round=round_ + 1)
