@@ -3,10 +3,12 @@
 A cohort's parameter vectors stack into a ``[clients, dims]`` matrix. Every local step gathers
 each client's minibatch into a padded ``[clients, batch, ...]`` tensor with a ``[clients, batch]``
 mask of real examples, and one ``vmap(grad)`` call (:mod:`torch.func`) gives every client its own
-masked-mean loss and gradient. Gradient corrections and the local optimizer then run on the
-matrix in NumPy, with the very arithmetic of :class:`~fedloom.client.LocalSGD`, so the only
-numerical difference from training clients one by one is the order of floating-point sums inside
-the batched forward and backward passes.
+masked-mean loss and gradient (a step whose minibatch sizes vary widely is cut into a few such
+batches, see :func:`_buckets`). Gradient corrections and the local optimizer then run on the
+matrix in NumPy, with the very arithmetic of :class:`~fedloom.client.LocalSGD` (plain SGD steps
+in place in torch, ``params − lr · g`` in float32 as NumPy computes it), so the only numerical
+difference from training clients one by one is the order of floating-point sums inside the
+batched forward and backward passes.
 """
 
 from __future__ import annotations
