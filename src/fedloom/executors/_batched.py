@@ -184,6 +184,14 @@ class ClientStore:
         self.x = x
         self.y = y.long() if model.loss == "cross_entropy" else y.float()
 
+    def gather_x(self, rows: torch.Tensor) -> torch.Tensor:
+        """Inputs at store ``rows`` (any shape of int64 indices): ``[*rows.shape, *features]``."""
+        return self.x.index_select(0, rows.reshape(-1)).reshape(*rows.shape, *self.x.shape[1:])
+
+    def gather_y(self, rows: torch.Tensor) -> torch.Tensor:
+        """Targets at store ``rows``, shaped as :meth:`gather_x`'s inputs."""
+        return self.y.index_select(0, rows.reshape(-1)).reshape(*rows.shape, *self.y.shape[1:])
+
 
 @dataclass(frozen=True)
 class ChunkTraining:
@@ -252,12 +260,18 @@ def train_chunk(
 
     for step in range(losses.shape[1]):
         active = int(np.count_nonzero(sorted_steps > step))
-        batches = [b[step] for b in sequences[:active]]
+        counts = np.fromiter((len(b[step]) for b in sequences[:active]), np.int64, active)
+        index, real = _step_indices([b[step] for b in sequences[:active]], counts, offsets[:active])
         grad = None if in_place_lr is not None else np.empty((active, params.shape[1]), np.float32)
-        for low, high in _buckets(np.array([len(b) for b in batches])):
-            index, real = _step_indices(batches[low:high], offsets[low:high])
-            rows = torch.from_numpy(index)
-            batch = (theta[low:high], store.x[rows], store.y[rows], torch.from_numpy(real))
+        for low, high in _buckets(counts):
+            width = int(counts[low:high].max())
+            rows = torch.from_numpy(np.ascontiguousarray(index[low:high, :width]))
+            batch = (
+                theta[low:high],
+                store.gather_x(rows),
+                store.gather_y(rows),
+                torch.from_numpy(real[low:high, :width]),
+            )
             if grad is None:
                 assert in_place_lr is not None
                 loss = model.sgd_step(*batch, in_place_lr)
@@ -333,21 +347,21 @@ _MIN_BUCKET = 8
 
 
 def _step_indices(
-    batches: Sequence[Indices], offsets: Indices
+    batches: Sequence[Indices], counts: Indices, offsets: Indices
 ) -> tuple[Indices, npt.NDArray[np.bool_]]:
     """Rows of the store for one step, ``[clients, width]``, and the mask of real examples.
 
-    Short batches are padded with their own first example, so padding never feeds the module
-    values it would not see anyway; the mask gives padded rows zero weight.
+    ``counts`` are the batches' lengths. Short batches are padded with their own first example,
+    so padding never feeds the module values it would not see anyway; the mask gives padded rows
+    zero weight.
     """
-    counts = np.array([len(b) for b in batches])
     width = int(counts.max())
-    index = np.empty((len(batches), width), dtype=np.int64)
-    for row, batch in enumerate(batches):
-        index[row, : len(batch)] = batch
-        index[row, len(batch) :] = batch[0]
+    real = np.arange(width)[None, :] < counts[:, None]
+    starts = np.cumsum(counts) - counts
+    flat = np.concatenate(batches)
+    index = flat[starts[:, None] + np.where(real, np.arange(width)[None, :], 0)]
     index += offsets[:, None]
-    return index, np.arange(width)[None, :] < counts[:, None]
+    return index, real
 
 
 def trial_mismatch(model: TorchModel, batched: BatchedModel, client: ClientData) -> str | None:
