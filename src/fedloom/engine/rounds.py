@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -116,8 +117,8 @@ def run_round(
     expected = algorithm.correction.expected_extras(layout.size) if algorithm.correction else {}
     accepted: list[tuple[int, ClientResult]] = []
     rejected: list[Rejection] = []
-    for client, reply in zip(cohort, replies, strict=True):
-        problem = check_reply(reply, layout, expected)
+    problems = check_replies(replies, layout, expected)
+    for client, reply, problem in zip(cohort, replies, problems, strict=True):
         if problem is None:
             assert isinstance(reply, ClientResult)
             accepted.append((client, reply))
@@ -221,8 +222,29 @@ def apply_step(layout: Layout, params: Vector, step: Vector, aggregate: Vector) 
     )
 
 
-def check_reply(reply: object, layout: Layout, expected_extras: Mapping[str, int]) -> str | None:
-    """Why a client's reply cannot enter the aggregate, or ``None`` if it can."""
+def check_replies(
+    replies: Sequence[object], layout: Layout, expected_extras: Mapping[str, int]
+) -> list[str | None]:
+    """:func:`check_reply` for a cohort, with one finiteness test over all updates at once."""
+    problems = [check_reply(r, layout, expected_extras, finite_update=False) for r in replies]
+    fine = [i for i, problem in enumerate(problems) if problem is None]
+    if fine:
+        updates = [cast(ClientResult, replies[i]).update for i in fine]
+        finite = np.isfinite(np.stack(updates)).all(axis=1)
+        for i in np.flatnonzero(~finite):
+            problems[fine[i]] = "update contains NaN or infinity"
+    return problems
+
+
+def check_reply(
+    reply: object,
+    layout: Layout,
+    expected_extras: Mapping[str, int],
+    *,
+    finite_update: bool = True,
+) -> str | None:
+    """Why a client's reply cannot enter the aggregate, or ``None`` if it can
+    (``finite_update=False`` leaves the update's NaN and infinity test to the caller)."""
     if isinstance(reply, Failure):
         return f"client failed: {reply.reason}"
     if not isinstance(reply, ClientResult):
@@ -230,7 +252,7 @@ def check_reply(reply: object, layout: Layout, expected_extras: Mapping[str, int
     update = np.asarray(reply.update)
     if update.shape != (layout.size,):
         return f"update has shape {update.shape}, expected ({layout.size},)"
-    if not np.all(np.isfinite(update)):
+    if finite_update and not np.all(np.isfinite(update)):
         return "update contains NaN or infinity"
     if isinstance(reply.num_examples, bool) or not isinstance(reply.num_examples, int | np.integer):
         return f"num_examples must be an integer, got {reply.num_examples!r}"
