@@ -85,8 +85,11 @@ class TanhNet(nn.Module):
         return self.out(torch.tanh(self.hidden(x)))
 
 
-def test_the_general_vmap_path_matches_in_process(data: FederatedData) -> None:
-    algorithm = fl.fedprox(local_sgd(TanhNet, lr=0.1, epochs=2, batch_size=16), mu=0.1)
+@pytest.mark.parametrize("recipe", ["fedprox", "fedavg"])
+def test_the_general_vmap_path_matches_in_process(recipe: str, data: FederatedData) -> None:
+    # FedProx steps through LocalSGD's NumPy arithmetic, FedAvg's plain SGD in place in torch.
+    train = local_sgd(TanhNet, lr=0.1, epochs=2, batch_size=16)
+    algorithm = fl.fedprox(train, mu=0.1) if recipe == "fedprox" else fl.fedavg(train)
     expected, got, executor = both(algorithm, data)
     assert executor.vectorized
     assert executor.batched_tasks == ROUNDS * 12
