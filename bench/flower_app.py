@@ -6,15 +6,26 @@ They live in an importable module rather than in the script that ``python`` runs
 
 from __future__ import annotations
 
-import random
+from collections.abc import Iterable
 from functools import cache
+from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from local_torch import accuracy, mlp, one_thread, train_locally
+from torch.nn.utils import vector_to_parameters
 from workloads import Partition, Timeline, Workload, read_partition, write_result
 
 client_app = ClientApp()
@@ -36,7 +47,8 @@ def train(message: Message, context: Context) -> Message:
     config = message.content["config"]
     workload = Workload.from_json(str(config["workload"]))
     data = shared_data(str(config["data"]))
-    client = int(context.node_config["partition-id"])
+    # The server names the client each node plays this round (see ReplayedFedAvg).
+    client = int(config["client"])
     model = model_for(workload, data)
     model.load_state_dict(message.content["arrays"].to_torch_state_dict())
     seed = hash((workload.seed, int(config["server-round"]), client)) % 2**63
@@ -59,6 +71,38 @@ def train(message: Message, context: Context) -> Message:
     return Message(content=reply, reply_to=message)
 
 
+class ReplayedFedAvg(FedAvg):
+    """Flower's ``FedAvg``, with each round's cohort taken from the data file's schedule.
+
+    Flower draws a cohort by sampling node ids at random, and its simulation engine gives each
+    node a partition id the ServerApp cannot see. So node ``k`` of the sorted node ids plays
+    client ``k`` for the whole run, and each round's train message tells its node which client
+    that is (``config["client"]``); training, replies and aggregation stay Flower's own.
+    """
+
+    def __init__(self, cohorts: list[list[int]], **options: Any) -> None:
+        super().__init__(**options)
+        self.cohorts = cohorts
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        _, nodes = sample_nodes(grid, self.min_available_nodes, 0)  # waits for every node
+        by_client = sorted(nodes)
+        messages = []
+        for client in self.cohorts[server_round - 1]:
+            own = ConfigRecord({**config, "server-round": server_round, "client": client})
+            record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: own})
+            messages.append(
+                Message(
+                    content=record,
+                    message_type=MessageType.TRAIN,
+                    dst_node_id=by_client[client],
+                )
+            )
+        return messages
+
+
 def server_app(workload: Workload, data_path: str, result_path: str) -> ServerApp:
     """FedAvg for ``workload.rounds`` rounds, scoring each global model on the central test set."""
     app = ServerApp()
@@ -66,10 +110,9 @@ def server_app(workload: Workload, data_path: str, result_path: str) -> ServerAp
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         one_thread()
-        random.seed(workload.seed)  # FedAvg samples its cohort with the random module
-        torch.manual_seed(workload.seed)
         data = shared_data(data_path)
         model = model_for(workload, data)
+        vector_to_parameters(torch.from_numpy(data.initial.copy()), model.parameters())
         test_x, test_y = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
         timeline = Timeline()
         scores: list[float] = []
@@ -89,7 +132,8 @@ def server_app(workload: Workload, data_path: str, result_path: str) -> ServerAp
             replies.append(len(records))
             return MetricRecord({"replies": len(records)})
 
-        strategy = FedAvg(
+        strategy = ReplayedFedAvg(
+            data.cohorts.tolist(),
             fraction_train=workload.cohort / workload.clients,
             fraction_evaluate=0.0,
             min_train_nodes=workload.cohort,

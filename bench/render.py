@@ -122,13 +122,23 @@ def _method(repeats: tuple[int, int]) -> list[str]:
         "so; seed 0, no local test split) and written to an "
         "`.npz` that every system reads. Same model (Linear 64→64, ReLU, Linear 64→10), "
         "same local training (minibatch SGD, reshuffled every epoch, last batch short), "
-        "FedAvg weighted by example count. Initial weights and cohort draws come from each "
-        "system's own seeded generators, so accuracies agree only statistically.",
+        "FedAvg weighted by example count.",
+        "- Same cohorts and start: the data file also holds every round's cohort (drawn once "
+        "from the workload's seed, uniformly without replacement) and the initial weights "
+        "(PyTorch's default initialization under `torch.manual_seed(0)`). The plain loop reads "
+        "both; fedloom replays the cohorts with `fl.replay(...)` and starts from the weights "
+        "with `simulate(..., params=...)`; Flower runs `FedAvg` with its cohort sampling "
+        "replaced by the schedule (node k of the sorted node ids plays client k, named in each "
+        "round's train message) and the weights as `initial_arrays`. Only each system's own "
+        "minibatch shuffles differ (fedloom's are counter-based per client, the others' come "
+        "from a torch generator), so accuracies agree closely rather than exactly; where every "
+        "client's data fits one batch (W2) they differ only by float summation order.",
         "- Systems: **plain** is a sequential PyTorch loop with no framework "
         "(`bench/system_plain.py`), the lower bound for sequential work; **fedloom-NAME** is "
         "`fedloom.simulate(..., executor=NAME)`; **flower** is "
         "`flwr.simulation.run_simulation` with a ServerApp running the message-based "
-        "`FedAvg` strategy and a ClientApp doing the same local training as the plain loop.",
+        "`FedAvg` strategy (with the shared cohorts, above) and a ClientApp doing the same "
+        "local training as the plain loop.",
         "- The machine may be shared: a load average before a run above the CPU count means "
         "other work competed for the cores and inflated that run's times.",
         "- Ratios divide this system's time (or memory) by the reference's: below 1 is "

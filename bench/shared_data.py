@@ -3,7 +3,10 @@
 Digits is split by the workload's partitioner (``fedloom.data.dirichlet(alpha, min_size=1)``,
 or ``dirichlet_mixture(alpha)`` where per-class shares cannot give every client an example, as
 for W2's 1,000 clients) with the workload's seed, every client's whole share kept for training
-(``test_fraction=0``: the benchmark scores only on the central test set). Should a per-class
+(``test_fraction=0``: the benchmark scores only on the central test set). The file also holds
+every round's cohort, drawn once from the workload's seed, and the initial model (PyTorch's
+default initialization under that seed), so all systems train the same clients in each round
+from the same start and their accuracies compare run for run. Should a per-class
 split still be impossible, the largest client count it accepts is used instead, found by
 bisection, and the workload says so.
 
@@ -16,9 +19,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import psutil
+import torch
+from local_torch import mlp
 from system_fedloom import lazy_synthetic
-from workloads import Workload, write_partition
+from torch.nn.utils import parameters_to_vector
+from workloads import Workload, cohort_schedule, write_partition
 
 import fedloom as fl
 from fedloom.data import FederatedData
@@ -102,13 +109,25 @@ def _fitting_synthetic(workload: Workload) -> tuple[Workload, str]:
     return replace(workload, clients=devices), note
 
 
+def initial_weights(workload: Workload, features: int, classes: int) -> np.ndarray:
+    """The MLP's PyTorch default initialization under ``torch.manual_seed(seed)``, flat."""
+    with torch.random.fork_rng():
+        torch.manual_seed(workload.seed)
+        model = mlp(features, workload.hidden, classes)
+    return parameters_to_vector(model.parameters()).detach().numpy()
+
+
 def write_digits(workload: Workload, path: Path) -> None:
-    """Split digits for ``workload`` and write the clients and central test set to ``path``."""
+    """Split digits for ``workload`` and write the clients, central test set, cohort schedule
+    and initial model to ``path``."""
     data = split_digits(workload)
+    assert data.num_classes is not None
     write_partition(
         path,
         [c.x_train for c in data.clients],
         [c.y_train for c in data.clients],
         data.test_x,
         data.test_y,
+        cohorts=cohort_schedule(workload),
+        initial=initial_weights(workload, data.test_x.shape[1], data.num_classes),
     )

@@ -1,6 +1,8 @@
 """FedAvg with ``fedloom.simulate`` on one executor (``--executor inprocess``, ``vectorized``, …).
 
-Digits workloads read the shared data file into a ``FederatedData``; the Synthetic(1, 1)
+Digits workloads read the shared data file into a ``FederatedData`` and replay its cohort
+schedule (``fedloom.replay``) from its initial model (``simulate(..., params=...)``); the
+Synthetic(1, 1)
 workload generates its devices here, in the measured process, with fedloom's generator
 (the time that takes is reported as ``data_seconds``): on demand, as each round samples them,
 where this fedloom offers ``synthetic(lazy=True)``, otherwise all at once.
@@ -13,7 +15,14 @@ import time
 
 import numpy as np
 import torch
-from workloads import Timeline, Workload, read_partition, runner_arguments, write_result
+from workloads import (
+    Partition,
+    Timeline,
+    Workload,
+    read_partition,
+    runner_arguments,
+    write_result,
+)
 
 import fedloom as fl
 from fedloom.data import ClientData, FederatedData
@@ -24,9 +33,8 @@ def lazy_synthetic() -> bool:
     return "lazy" in inspect.signature(fl.data.synthetic).parameters
 
 
-def shared_clients(path: str) -> FederatedData:
+def shared_clients(data: Partition) -> FederatedData:
     """The data file as fedloom clients, each with its whole share as training data."""
-    data = read_partition(path)
     no_test = np.empty((0, data.test_x.shape[1]), np.float32)
     clients = tuple(
         ClientData(k, x, y, no_test, np.empty(0, np.int64))
@@ -61,11 +69,15 @@ def main() -> None:
     torch.set_num_threads(1)
     workload = Workload.from_json(args.workload)
     generating = time.time()
+    cohort: int | fl.engine.Sampler = workload.cohort
+    params = None
     if workload.dataset == "synthetic":
         lazy = {"lazy": True} if lazy_synthetic() else {}
         data = fl.data.synthetic(1.0, 1.0, clients=workload.clients, seed=workload.seed, **lazy)
     else:
-        data = shared_clients(args.data)
+        shared = read_partition(args.data)
+        data = shared_clients(shared)
+        cohort, params = fl.replay(shared.cohorts), shared.initial
     data_seconds = time.time() - generating
 
     timeline = Timeline()
@@ -74,9 +86,10 @@ def main() -> None:
         algorithm_for(workload, data),
         data,
         rounds=workload.rounds,
-        cohort=workload.cohort,
+        cohort=cohort,
         seed=workload.seed,
         executor=args.executor,
+        params=params,
         federated_eval=False,
         on_round=lambda record, state: timeline.end_round(),
     )

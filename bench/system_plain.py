@@ -1,13 +1,13 @@
 """FedAvg as a plain sequential PyTorch loop, no framework: the lower bound for sequential work.
 
-Each round samples the cohort, trains every member in turn from the global weights with
-:func:`local_torch.train_locally`, averages the weights by example count, and scores the result
-on the central test set. Nothing is serialized, copied to another process or logged.
+Each round takes its cohort from the data file's schedule, trains every member in turn from the
+global weights (the file's initial model in round 0) with :func:`local_torch.train_locally`,
+averages the weights by example count, and scores the result on the central test set. Nothing
+is serialized, copied to another process or logged.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from local_torch import accuracy, mlp, one_thread, train_locally
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
@@ -23,16 +23,13 @@ def main() -> None:
     ys = [torch.from_numpy(y) for y in data.ys]
     test_x, test_y = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
 
-    torch.manual_seed(workload.seed)
     model = mlp(test_x.shape[1], workload.hidden, data.num_classes)
-    global_weights = parameters_to_vector(model.parameters()).detach().clone()
-    sampler = np.random.default_rng(workload.seed)
+    global_weights = torch.from_numpy(data.initial).clone()
     generator = torch.Generator().manual_seed(workload.seed)
 
     timeline = Timeline()
     timeline.start()
-    for _ in range(workload.rounds):
-        cohort = sampler.choice(len(xs), size=workload.cohort, replace=False)
+    for cohort in data.cohorts[: workload.rounds]:
         total = torch.zeros_like(global_weights)
         examples = 0
         for client in cohort:

@@ -9,7 +9,12 @@ train on identical clients and score on the identical central test set. It holds
 
 - ``x``, ``y``: every client's training examples, client after client;
 - ``offsets``: ``clients + 1`` positions, client ``k`` owning rows ``offsets[k]:offsets[k+1]``;
-- ``test_x``, ``test_y``: the server's central test set.
+- ``test_x``, ``test_y``: the server's central test set;
+- ``cohorts``: ``[rounds, cohort]`` client indices, row ``r`` the clients that train in round
+  ``r`` (drawn once from the workload's seed, so every system trains the same clients each
+  round);
+- ``initial``: the initial global model as one flat float32 vector, in PyTorch's parameter
+  order (``torch.nn.utils.parameters_to_vector``), which every system starts from.
 """
 
 from __future__ import annotations
@@ -131,17 +136,44 @@ class Partition:
     ys: list[Array]
     test_x: Array
     test_y: Array
+    cohorts: Array
+    """``[rounds, cohort]`` client indices: round ``r`` trains ``cohorts[r]``."""
+    initial: Array
+    """The initial global model, a flat float32 vector in PyTorch's parameter order."""
 
     @property
     def num_classes(self) -> int:
         return int(max(int(y.max()) for y in (*self.ys, self.test_y) if len(y)) + 1)
 
 
+def cohort_schedule(workload: Workload) -> Array:
+    """``[rounds, cohort]``: each round's clients, uniformly without replacement, sorted, from
+    the workload's seed (the draw every system replays)."""
+    rng = np.random.default_rng([workload.seed, 1])
+    return np.stack(
+        [
+            np.sort(rng.choice(workload.clients, size=workload.cohort, replace=False))
+            for _ in range(workload.rounds)
+        ]
+    ).astype(np.int64)
+
+
 def write_partition(
-    path: Path, xs: Sequence[Array], ys: Sequence[Array], test_x: Array, test_y: Array
+    path: Path,
+    xs: Sequence[Array],
+    ys: Sequence[Array],
+    test_x: Array,
+    test_y: Array,
+    *,
+    cohorts: Array,
+    initial: Array,
 ) -> None:
-    """Write clients' training arrays and the central test set to ``path`` (see module doc)."""
+    """Write clients' training arrays, the central test set, each round's cohort and the
+    initial model to ``path`` (see module doc)."""
     sizes = [len(y) for y in ys]
+    cohorts = np.asarray(cohorts, dtype=np.int64)
+    if cohorts.ndim != 2 or (cohorts.size and (cohorts.min() < 0 or cohorts.max() >= len(ys))):
+        raise ValueError(f"cohorts must be [rounds, cohort] indices below {len(ys)}")
     np.savez(
         path,
         x=np.concatenate(xs).astype(np.float32),
@@ -149,6 +181,8 @@ def write_partition(
         offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         test_x=np.asarray(test_x, dtype=np.float32),
         test_y=np.asarray(test_y, dtype=np.int64),
+        cohorts=cohorts,
+        initial=np.asarray(initial, dtype=np.float32),
     )
 
 
@@ -162,6 +196,8 @@ def read_partition(path: Path | str) -> Partition:
             ys=[y[lo:hi] for lo, hi in bounds],
             test_x=archive["test_x"],
             test_y=archive["test_y"],
+            cohorts=archive["cohorts"],
+            initial=archive["initial"],
         )
 
 

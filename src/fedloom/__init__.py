@@ -23,7 +23,7 @@ from fedloom.client import ClientWork, LocalSGD, custom
 from fedloom.core.layout import Field, Layout
 from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.core.model import Model
-from fedloom.engine import History, RoundRecord, Target, fixed, fraction, poisson
+from fedloom.engine import History, RoundRecord, Target, fixed, fraction, poisson, replay
 from fedloom.linear import LinearRegression, SoftmaxRegression
 from fedloom.secagg import secure_sum
 from fedloom.simulation import simulate
@@ -78,6 +78,7 @@ __all__ = [
     "optimizers",
     "poisson",
     "reducers",
+    "replay",
     "robust",
     "scaffold",
     "secure_sum",

@@ -5,7 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedloom.engine.sampling import FixedCount, Fraction, Poisson, as_sampler
+import fedloom as fl
+from fedloom.engine.privacy_guard import engine_sampling
+from fedloom.engine.sampling import FixedCount, Fraction, Poisson, as_sampler, draw
 
 
 @given(st.integers(1, 500), st.data())
@@ -53,3 +55,62 @@ def test_bad_cohorts_are_refused_with_the_accepted_values() -> None:
         as_sampler(0)
     with pytest.raises(ValueError, match="cohort must be an int count"):
         as_sampler(True)
+
+
+def test_replay_gives_each_round_its_given_cohort_whatever_the_seed() -> None:
+    data = fl.data.synthetic(1.0, 1.0, clients=12, seed=0)
+    work = fl.local_sgd(fl.SoftmaxRegression(60, 10), lr=0.01, batch_size=10)
+    schedule = [[3, 7, 1], [0, 11], [5, 6, 7, 8]]
+    histories = [
+        fl.simulate(
+            fl.fedavg(work),
+            data,
+            rounds=3,
+            cohort=fl.replay(schedule),
+            seed=seed,
+            federated_eval=False,
+        )
+        for seed in (0, 1)
+    ]
+    for history in histories:
+        assert [list(r.cohort) for r in history.records] == schedule
+    # The cohorts are the schedule's; the clients' own seeds still follow the run's seed.
+    assert not np.array_equal(histories[0].params, histories[1].params)
+
+
+def test_replay_takes_a_rounds_by_cohort_array_and_checks_the_population() -> None:
+    replay = fl.replay(np.array([[4, 2], [0, 1]]))
+    assert replay.cohorts == ((4, 2), (0, 1))
+    assert draw(replay, 5, 1, seed=0).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="names client position 4, but the population has 4"):
+        replay.check(4)
+    with pytest.raises(ValueError, match="cohorts for 2 rounds, and round 2 was asked for"):
+        draw(replay, 5, 2, seed=0)
+    with pytest.raises(ValueError, match="cohorts for 2 rounds, and round 2 was asked for"):
+        fl.simulate(
+            fl.fedavg(fl.local_sgd(fl.SoftmaxRegression(60, 10), lr=0.01)),
+            fl.data.synthetic(1.0, 1.0, clients=5, seed=0),
+            rounds=3, cohort=replay, federated_eval=False,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cohorts", "message"),
+    [
+        ([], "needs at least one round's cohort"),
+        ([[1, 2], []], "round 1's cohort is empty"),
+        ([[1, 1]], r"round 0's cohort lists a client more than once: \[1, 1\]"),
+        ([[0, -1]], "round 0's cohort holds -1; positions are integers >= 0"),
+        ([[0, 1.5]], "round 0's cohort holds 1.5"),
+        ("0123", "cohorts must be a sequence of per-round sequences"),
+        ([3], "round 0's cohort must be a sequence of client positions, got int"),
+    ],
+)
+def test_bad_replayed_schedules_are_refused(cohorts: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fl.replay(cohorts)  # type: ignore[arg-type]
+
+
+def test_differential_privacy_refuses_a_replayed_schedule() -> None:
+    with pytest.raises(ValueError, match=r"got Replay\(1 rounds, cohorts of 2 to 2\)"):
+        engine_sampling(fl.replay([[0, 1]]), 10)

@@ -7,6 +7,7 @@ partial batch: exactly the cases the padded, masked batch has to get right.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +20,8 @@ import fedloom as fl
 from fedloom.core.messages import Broadcast
 from fedloom.data import FederatedData
 from fedloom.engine.tasks import EvaluateTask, Evaluation, Failure, Task, TrainTask
-from fedloom.executors import InProcessExecutor
+from fedloom.executors import InProcessExecutor, _batched
+from fedloom.executors._batched import _buckets
 from fedloom.executors.vectorized import VectorizedExecutor
 from fedloom.torch import local_sgd, mlp
 
@@ -83,8 +85,11 @@ class TanhNet(nn.Module):
         return self.out(torch.tanh(self.hidden(x)))
 
 
-def test_the_general_vmap_path_matches_in_process(data: FederatedData) -> None:
-    algorithm = fl.fedprox(local_sgd(TanhNet, lr=0.1, epochs=2, batch_size=16), mu=0.1)
+@pytest.mark.parametrize("recipe", ["fedprox", "fedavg"])
+def test_the_general_vmap_path_matches_in_process(recipe: str, data: FederatedData) -> None:
+    # FedProx steps through LocalSGD's NumPy arithmetic, FedAvg's plain SGD in place in torch.
+    train = local_sgd(TanhNet, lr=0.1, epochs=2, batch_size=16)
+    algorithm = fl.fedprox(train, mu=0.1) if recipe == "fedprox" else fl.fedavg(train)
     expected, got, executor = both(algorithm, data)
     assert executor.vectorized
     assert executor.batched_tasks == ROUNDS * 12
@@ -227,3 +232,55 @@ def test_a_client_that_breaks_the_batch_fails_alone(data: FederatedData) -> None
     assert all(2 not in r.accepted and len(r.accepted) == 11 for r in got.records)
     assert [r.rejected for r in got.records] == [r.rejected for r in expected.records]
     assert_same_history(expected, got)
+
+
+@pytest.mark.parametrize("recipe", ["fedavg-sgd", "fedprox", "adam"])
+def test_many_small_clients_split_into_padded_buckets_match_in_process(
+    recipe: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 100 clients of 2 to 26 examples, batch 32: one minibatch per epoch, as large as the client,
+    # so every step is cut into padded buckets (see _buckets), by SGD in place in torch (fedavg)
+    # and by LocalSGD's NumPy arithmetic (fedprox, adam).
+    many = fl.data.digits().split(fl.data.dirichlet(0.5, min_size=1), clients=100, seed=0)
+    algorithm = {
+        "fedavg-sgd": lambda: fl.fedavg(work(batch_size=32)),
+        "fedprox": lambda: fl.fedprox(work(batch_size=32), mu=0.1),
+        "adam": lambda: fl.fedavg(work(batch_size=32, optimizer="adam", lr=0.01)),
+    }[recipe]()
+    cuts: list[list[tuple[int, int]]] = []
+
+    def recorded(lengths: np.ndarray) -> list[tuple[int, int]]:
+        cuts.append(_buckets(lengths))
+        return cuts[-1]
+
+    monkeypatch.setattr(_batched, "_buckets", recorded)
+    expected = fl.simulate(algorithm, many, rounds=2, cohort=100, seed=0)
+    executor = VectorizedExecutor(algorithm.client, many.clients)
+    got = fl.simulate(algorithm, many, rounds=2, cohort=100, seed=0, executor=executor)
+    assert executor.batched_tasks == 2 * 100
+    assert cuts
+    assert all(len(ranges) > 1 for ranges in cuts)
+    assert_same_history(expected, got)
+
+
+def test_buckets_cut_padding_only_where_it_pays() -> None:
+    # Ten clients with 32-example minibatches and thirty with 4: one padded batch would be
+    # 40 x 32 = 1,280 rows; [0, 10) at width 32 and [10, 40) at width 4 are 440.
+    lengths = np.array([32] * 10 + [4] * 30)
+    assert _buckets(lengths) == [(0, 10), (10, 40)]
+    # Equal sizes, or too few clients for two buckets of eight: one batch.
+    assert _buckets(np.array([16] * 40)) == [(0, 40)]
+    assert _buckets(np.array([32] * 7 + [1] * 8)) == [(0, 15)]
+    # A cut that saves less than a quarter of the padded rows is not worth a second batch.
+    assert _buckets(np.array([32] * 20 + [26] * 20)) == [(0, 40)]
+    # The ranges tile the rows in order, at most four, and never pad more than one batch.
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        lengths = np.sort(np.minimum(rng.geometric(rng.uniform(0.02, 0.5), size=100), 32))[::-1]
+        ranges = _buckets(lengths)
+        assert ranges[0][0] == 0
+        assert ranges[-1][1] == 100
+        assert len(ranges) <= 4
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+        padded = sum((high - low) * lengths[low:high].max() for low, high in ranges)
+        assert padded <= 100 * lengths.max()

@@ -16,6 +16,7 @@ The model itself is any :class:`~fedloom.core.model.Model`; the loop never sees 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -199,29 +200,60 @@ class LocalSGD:
         The update ``params − start``; SCAFFOLD's option-II control variate and its change; the
         ``train_loss`` and ``local_steps`` metrics; FedNova's normalized update and ``‖a_i‖₁``.
         """
-        steps = len(losses)
+        (outcome,) = self.results(
+            [broadcast],
+            [state],
+            updates=(params - start)[None, :],
+            mean_losses=np.array([losses.mean()]),
+            steps=[len(losses)],
+            num_examples=[num_examples],
+        )
+        return outcome
+
+    def results(
+        self,
+        broadcasts: Sequence[Broadcast],
+        states: Sequence[ClientState],
+        *,
+        updates: Vector,
+        mean_losses: npt.NDArray[np.float64],
+        steps: Sequence[int],
+        num_examples: Sequence[int],
+    ) -> list[tuple[ClientResult, ClientState]]:
+        """:meth:`result` for many clients at once, from their ``[clients, dims]`` ``updates``
+        (``params − start``, row per client), mean losses and step counts."""
+        updates = updates.astype(np.float32, copy=False)
         layout = self.model.layout
-        update = (params - start).astype(np.float32, copy=False)
-        extras: dict[str, Vector] = {}
-        new_state: ClientState = state
-        if self.control_variates:
-            mask = layout.trainable_mask.astype(np.float32)
-            server_control = broadcast.extras[CONTROL]
-            client_control = _client_control(state, layout.size)
-            # Option II: c_i+ = c_i - c + (x - y) / (K lr), and x - y = -update.
-            new_control = (
-                (client_control - server_control - update / np.float32(steps * self.lr)) * mask
-            ).astype(np.float32)
-            extras[CONTROL] = (new_control - client_control).astype(np.float32)
-            new_state = {**state, CONTROL: new_control}
-        metrics = {"train_loss": float(losses.mean()), "local_steps": float(steps)}
-        if self.normalized:
-            norm = self.fednova_norm(steps)
-            extras[FEDNOVA_NORM] = np.array([norm], dtype=np.float32)
-            # Running statistics are not SGD steps: they travel unnormalized.
-            scale = np.where(layout.trainable_mask, np.float32(1 / norm), np.float32(1))
-            update = (update * scale).astype(np.float32, copy=False)
-        return ClientResult(update, num_examples, extras=extras, metrics=metrics), new_state
+        mask = layout.trainable_mask.astype(np.float32)
+        out: list[tuple[ClientResult, ClientState]] = []
+        for row, (broadcast, state) in enumerate(zip(broadcasts, states, strict=True)):
+            update = updates[row]
+            taken = int(steps[row])
+            extras: dict[str, Vector] = {}
+            new_state: ClientState = state
+            if self.control_variates:
+                server_control = broadcast.extras[CONTROL]
+                client_control = _client_control(state, layout.size)
+                # Option II: c_i+ = c_i - c + (x - y) / (K lr), and x - y = -update.
+                new_control = (
+                    (client_control - server_control - update / np.float32(taken * self.lr)) * mask
+                ).astype(np.float32)
+                extras[CONTROL] = (new_control - client_control).astype(np.float32)
+                new_state = {**state, CONTROL: new_control}
+            metrics = {"train_loss": float(mean_losses[row]), "local_steps": float(taken)}
+            if self.normalized:
+                norm = self.fednova_norm(taken)
+                extras[FEDNOVA_NORM] = np.array([norm], dtype=np.float32)
+                # Running statistics are not SGD steps: they travel unnormalized.
+                scale = np.where(layout.trainable_mask, np.float32(1 / norm), np.float32(1))
+                update = (update * scale).astype(np.float32, copy=False)
+            out.append(
+                (
+                    ClientResult(update, num_examples[row], extras=extras, metrics=metrics),
+                    new_state,
+                )
+            )
+        return out
 
 
 def _client_control(state: ClientState, size: int) -> Vector:

@@ -4,7 +4,7 @@ from fedloom.engine.buffered import Buffered, train_buffered
 from fedloom.engine.history import History, Rejection, RoundRecord
 from fedloom.engine.loop import Schedule, Target, schedule, train
 from fedloom.engine.rounds import ServerState, init_state, run_round
-from fedloom.engine.sampling import Sampler, fixed, fraction, poisson
+from fedloom.engine.sampling import Replay, Sampler, fixed, fraction, poisson, replay
 from fedloom.engine.tasks import (
     EvaluateTask,
     Evaluation,
@@ -23,6 +23,7 @@ __all__ = [
     "Failure",
     "History",
     "Rejection",
+    "Replay",
     "Reply",
     "RoundRecord",
     "Sampler",
@@ -35,6 +36,7 @@ __all__ = [
     "fraction",
     "init_state",
     "poisson",
+    "replay",
     "run_round",
     "schedule",
     "train",

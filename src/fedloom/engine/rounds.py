@@ -26,7 +26,7 @@ from fedloom.engine.payloads import (
     download_bytes,
     upload_bytes,
 )
-from fedloom.engine.sampling import Sampler
+from fedloom.engine.sampling import Sampler, draw
 from fedloom.engine.tasks import Executor, Failure, Reply, TrainTask, run_each
 from fedloom.optimizers import OptimizerState
 from fedloom.reducers import Fold, FoldableReducer, StatefulReducer, reduce_with_state
@@ -103,7 +103,7 @@ def run_round(
         )
     started = time.perf_counter()
     round_ = state.round
-    positions = sampler.sample(len(population), np.random.default_rng([seed, round_, 0]))
+    positions = draw(sampler, len(population), round_, seed)
     cohort = tuple(int(population[p]) for p in positions)
     params = state.params.copy()
     params.flags.writeable = False
@@ -293,7 +293,11 @@ def apply_step(layout: Layout, params: Vector, step: Vector, aggregate: Vector) 
     )
 
 
-def check_reply(reply: object, layout: Layout, expected_extras: Mapping[str, int]) -> str | None:
+def check_reply(
+    reply: object,
+    layout: Layout,
+    expected_extras: Mapping[str, int],
+) -> str | None:
     """Why a client's reply cannot enter the aggregate, or ``None`` if it can."""
     if isinstance(reply, Failure):
         return f"client failed: {reply.reason}"

@@ -38,7 +38,7 @@ from fedloom.engine.delta import DeltaState, synced
 from fedloom.engine.history import Rejection, RoundRecord
 from fedloom.engine.payloads import broadcast_models
 from fedloom.engine.rounds import ServerState, apply_step, client_seed
-from fedloom.engine.sampling import Sampler
+from fedloom.engine.sampling import Sampler, draw
 from fedloom.engine.tasks import Failure
 from fedloom.reducers import Mean, WeightedMean
 from fedloom.secagg.messages import SecureReply, SecureTask, SecureTrainTask, message_bytes
@@ -117,7 +117,7 @@ def run_secure_round(
     assert isinstance(executor, SecureExecutor)
     started = time.perf_counter()
     round_ = state.round
-    positions = sampler.sample(len(population), np.random.default_rng([seed, round_, 0]))
+    positions = draw(sampler, len(population), round_, seed)
     cohort = tuple(sorted({int(population[p]) for p in positions}))
     layout = algorithm.work.model.layout
     params = state.params.copy()

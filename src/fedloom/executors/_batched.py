@@ -3,10 +3,12 @@
 A cohort's parameter vectors stack into a ``[clients, dims]`` matrix. Every local step gathers
 each client's minibatch into a padded ``[clients, batch, ...]`` tensor with a ``[clients, batch]``
 mask of real examples, and one ``vmap(grad)`` call (:mod:`torch.func`) gives every client its own
-masked-mean loss and gradient. Gradient corrections and the local optimizer then run on the
-matrix in NumPy, with the very arithmetic of :class:`~fedloom.client.LocalSGD`, so the only
-numerical difference from training clients one by one is the order of floating-point sums inside
-the batched forward and backward passes.
+masked-mean loss and gradient (a step whose minibatch sizes vary widely is cut into a few such
+batches, see :func:`_buckets`). Gradient corrections and the local optimizer then run on the
+matrix in NumPy, with the very arithmetic of :class:`~fedloom.client.LocalSGD` (plain SGD steps
+in place in torch, ``params − lr · g`` in float32 as NumPy computes it), so the only numerical
+difference from training clients one by one is the order of floating-point sums inside the
+batched forward and backward passes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from fedloom.core.messages import Broadcast
 from fedloom.core.seeding import minibatches
 from fedloom.data import ClientData
 from fedloom.executors._dense import DenseStack
-from fedloom.optimizers import OptimizerState
+from fedloom.optimizers import SGD, OptimizerState
 from fedloom.torch.model import TorchModel
 from fedloom.torch.vectors import StateTensor, module_layout, state_tensors
 
@@ -71,6 +73,27 @@ class BatchedModel:
             if computed is not None:
                 return computed
         return self.general_loss_and_grad(theta, x, y, mask)
+
+    def sgd_step(
+        self,
+        theta: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        mask: torch.Tensor,
+        lr: np.float32,
+    ) -> torch.Tensor:
+        """One plain SGD step in place, ``theta −= lr · gradient``, and the per-client losses
+        before it; the same arithmetic as LocalSGD's step (``params + lr · (−g)``) in float32."""
+        if self.dense is not None:
+            computed = self.dense.loss_and_grad_pieces(theta, x, y, mask)
+            if computed is not None:
+                losses, pieces = computed
+                for where, piece in pieces:
+                    theta[:, where].sub_(piece.mul_(float(lr)))
+                return losses
+        losses, grad = self.general_loss_and_grad(theta, x, y, mask)
+        theta.sub_(grad.mul_(float(lr)))
+        return losses
 
     def general_loss_and_grad(
         self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
@@ -161,6 +184,14 @@ class ClientStore:
         self.x = x
         self.y = y.long() if model.loss == "cross_entropy" else y.float()
 
+    def gather_x(self, rows: torch.Tensor) -> torch.Tensor:
+        """Inputs at store ``rows`` (any shape of int64 indices): ``[*rows.shape, *features]``."""
+        return self.x.index_select(0, rows.reshape(-1)).reshape(*rows.shape, *self.x.shape[1:])
+
+    def gather_y(self, rows: torch.Tensor) -> torch.Tensor:
+        """Targets at store ``rows``, shaped as :meth:`gather_x`'s inputs."""
+        return self.y.index_select(0, rows.reshape(-1)).reshape(*rows.shape, *self.y.shape[1:])
+
 
 @dataclass(frozen=True)
 class ChunkTraining:
@@ -168,8 +199,10 @@ class ChunkTraining:
 
     params: Vector
     """``[clients, dims]`` parameters after each client's last local step."""
-    losses: list[npt.NDArray[np.float64]]
-    """Each client's loss at each of its local steps."""
+    mean_losses: npt.NDArray[np.float64]
+    """Each client's mean loss over its local steps."""
+    steps: npt.NDArray[np.int64]
+    """Each client's number of local steps."""
 
 
 def train_chunk(
@@ -183,7 +216,8 @@ def train_chunk(
 ) -> ChunkTraining:
     """Run :meth:`LocalSGD.train`'s loop for every client of a chunk at once.
 
-    ``starts`` is the ``[clients, dims]`` matrix of broadcast parameters, ``broadcasts`` the
+    ``starts`` is the ``[clients, dims]`` matrix of broadcast parameters (a read-only broadcast
+    view of one vector does, when every client starts from the same one), ``broadcasts`` the
     clients' broadcasts (their seeds and step limits), ``constants`` SCAFFOLD's
     ``(c − c_i) · mask`` rows (None without SCAFFOLD).
     Clients are sorted by their number of local steps, longest first, so that the clients still
@@ -194,7 +228,9 @@ def train_chunk(
     steps = np.array(
         [work.num_steps(int(n), b.max_steps) for n, b in zip(sizes, broadcasts, strict=True)]
     )
-    order = np.argsort(-steps, kind="stable")
+    # Most steps first; among equal steps, most examples first, so that a step's batch sizes
+    # fall along the rows and _buckets can cut the padding.
+    order = np.lexsort((-sizes, -steps))
     sequences = minibatches(
         sizes[order].tolist(),
         work.batch_size,
@@ -203,26 +239,50 @@ def train_chunk(
     )
     offsets = np.array([store.offsets[clients[i].client_id] for i in order], dtype=np.int64)
     sorted_steps = steps[order]
-    start = np.ascontiguousarray(starts[order], dtype=np.float32)
+    shared_start = starts.strides[0] == 0
+    start = starts if shared_start else starts[order]
     constant = None if constants is None else constants[order]
-    params = start.copy()
+    # One float32 matrix, seen by NumPy and torch alike: steps update it in place.
+    params = np.array(start, dtype=np.float32, order="C")  # not "K": a broadcast copies to F
+    theta = torch.from_numpy(params)
     mask = work.model.layout.trainable_mask.astype(np.float32)
     optimizer = work.local_optimizer()
+    # Plain SGD with no gradient term steps in torch, in place (``params − lr · g``); every other
+    # optimizer and correction runs LocalSGD's own NumPy arithmetic on the matrix.
+    in_place_lr = (
+        np.float32(optimizer.lr)
+        if type(optimizer) is SGD
+        and not (work.weight_decay or work.prox_mu or constant is not None)
+        else None
+    )
     opt_state = optimizer.init(params)
     losses = np.zeros((len(clients), int(steps.max(initial=0))), dtype=np.float64)
 
     for step in range(losses.shape[1]):
         active = int(np.count_nonzero(sorted_steps > step))
-        index, real = _step_indices([b[step] for b in sequences[:active]], offsets[:active])
-        loss, grad_t = model.loss_and_grad(
-            torch.from_numpy(params[:active]),
-            store.x[torch.from_numpy(index)],
-            store.y[torch.from_numpy(index)],
-            torch.from_numpy(real),
-        )
-        losses[:active, step] = loss.detach().double().numpy()
+        counts = np.fromiter((len(b[step]) for b in sequences[:active]), np.int64, active)
+        index, real = _step_indices([b[step] for b in sequences[:active]], counts, offsets[:active])
+        grad = None if in_place_lr is not None else np.empty((active, params.shape[1]), np.float32)
+        for low, high in _buckets(counts):
+            width = int(counts[low:high].max())
+            rows = torch.from_numpy(np.ascontiguousarray(index[low:high, :width]))
+            batch = (
+                theta[low:high],
+                store.gather_x(rows),
+                store.gather_y(rows),
+                torch.from_numpy(real[low:high, :width]),
+            )
+            if grad is None:
+                assert in_place_lr is not None
+                loss = model.sgd_step(*batch, in_place_lr)
+            else:
+                loss, grad_t = model.loss_and_grad(*batch)
+                grad[low:high] = grad_t.detach().numpy()
+            losses[low:high, step] = loss.detach().double().numpy()
+        if grad is None:
+            continue
         grad = work.corrected_gradient(
-            grad_t.detach().numpy(),
+            grad,
             params[:active],
             start[:active],
             mask,
@@ -235,7 +295,8 @@ def train_chunk(
     unsort[order] = np.arange(len(order))
     return ChunkTraining(
         params=params[unsort],
-        losses=[losses[row, : sorted_steps[row]] for row in unsort],
+        mean_losses=(losses.sum(axis=1) / np.maximum(sorted_steps, 1))[unsort],
+        steps=steps,
     )
 
 
@@ -248,22 +309,59 @@ def _first_rows(state: OptimizerState, rows: int) -> OptimizerState:
     )
 
 
+def _buckets(lengths: Indices) -> list[tuple[int, int]]:
+    """Row ranges ``[low, high)`` of one step's clients to compute as separate padded batches.
+
+    A batch is padded to its longest minibatch, so a step whose minibatch sizes vary (clients
+    of 30 examples beside clients of 3) wastes most of its work on padding. Rows come sorted by
+    size, largest first (see :func:`train_chunk`); a range is cut in two where that saves at
+    least a quarter of its padded rows, up to four ranges, since every batch has a fixed cost.
+    """
+    ranges = [(0, len(lengths))]
+    for _ in range(2):
+        cut: list[tuple[int, int]] = []
+        for low, high in ranges:
+            cut.extend(_best_split(lengths, low, high))
+        ranges = cut
+    return ranges
+
+
+def _best_split(lengths: Indices, low: int, high: int) -> list[tuple[int, int]]:
+    part = lengths[low:high]
+    if len(part) < 2 * _MIN_BUCKET:
+        return [(low, high)]
+    head = np.maximum.accumulate(part)[:-1]
+    tail = np.maximum.accumulate(part[::-1])[::-1][1:]
+    sizes = np.arange(1, len(part))
+    cost = sizes * head + (len(part) - sizes) * tail
+    allowed = (sizes >= _MIN_BUCKET) & (len(part) - sizes >= _MIN_BUCKET)
+    cost = np.where(allowed, cost, np.iinfo(np.int64).max)
+    best = int(np.argmin(cost))
+    if cost[best] > 0.75 * len(part) * int(part.max()):
+        return [(low, high)]
+    return [(low, low + best + 1), (low + best + 1, high)]
+
+
+_MIN_BUCKET = 8
+"""Fewest clients in a padded batch of its own: smaller ones cost more than their padding."""
+
+
 def _step_indices(
-    batches: Sequence[Indices], offsets: Indices
+    batches: Sequence[Indices], counts: Indices, offsets: Indices
 ) -> tuple[Indices, npt.NDArray[np.bool_]]:
     """Rows of the store for one step, ``[clients, width]``, and the mask of real examples.
 
-    Short batches are padded with their own first example, so padding never feeds the module
-    values it would not see anyway; the mask gives padded rows zero weight.
+    ``counts`` are the batches' lengths. Short batches are padded with their own first example,
+    so padding never feeds the module values it would not see anyway; the mask gives padded rows
+    zero weight.
     """
-    counts = np.array([len(b) for b in batches])
     width = int(counts.max())
-    index = np.empty((len(batches), width), dtype=np.int64)
-    for row, batch in enumerate(batches):
-        index[row, : len(batch)] = batch
-        index[row, len(batch) :] = batch[0]
+    real = np.arange(width)[None, :] < counts[:, None]
+    starts = np.cumsum(counts) - counts
+    flat = np.concatenate(batches)
+    index = flat[starts[:, None] + np.where(real, np.arange(width)[None, :], 0)]
     index += offsets[:, None]
-    return index, np.arange(width)[None, :] < counts[:, None]
+    return index, real
 
 
 def trial_mismatch(model: TorchModel, batched: BatchedModel, client: ClientData) -> str | None:

@@ -185,9 +185,15 @@ class VectorizedExecutor:
         work = batched.work
         layout = work.model.layout
         clients = [self._data(task.client) for task in tasks]
-        starts = np.stack(
-            [layout.check(t.broadcast.params, what="broadcast params") for t in tasks]
-        )
+        first = tasks[0].broadcast.params
+        if all(t.broadcast.params is first for t in tasks):
+            # One broadcast vector for the whole chunk (the usual round): no [clients, dims] copy.
+            shared = layout.check(first, what="broadcast params")
+            starts = np.broadcast_to(shared, (len(tasks), shared.size))
+        else:
+            starts = np.stack(
+                [layout.check(t.broadcast.params, what="broadcast params") for t in tasks]
+            )
         states = [self.states.get(task.client, {}) for task in tasks]
         constants = None
         if work.control_variates:
@@ -197,26 +203,22 @@ class VectorizedExecutor:
                     for task, state in zip(tasks, states, strict=True)
                 ]
             )
+        broadcasts = [task.broadcast for task in tasks]
         trained = train_chunk(
-            work,
-            batched.model,
-            batched.store,
-            clients,
-            starts,
-            [task.broadcast for task in tasks],
-            constants,
+            work, batched.model, batched.store, clients, starts, broadcasts, constants
+        )
+        # A failure here fails the chunk, which _train_wave then runs in process, client by client.
+        outcomes = work.results(
+            broadcasts,
+            states,
+            updates=trained.params - starts,
+            mean_losses=trained.mean_losses,
+            steps=trained.steps.tolist(),
+            num_examples=[data.num_train for data in clients],
         )
         replies: list[Reply] = []
-        for row, (task, data, state) in enumerate(zip(tasks, clients, states, strict=True)):
+        for task, (result, new_state) in zip(tasks, outcomes, strict=True):
             try:
-                result, new_state = work.result(
-                    task.broadcast,
-                    state,
-                    start=starts[row],
-                    params=trained.params[row],
-                    losses=trained.losses[row],
-                    num_examples=data.num_train,
-                )
                 result, new_state = self.program.finish(task.broadcast, result, new_state)
             except Exception as error:
                 if not self.catch:
