@@ -295,6 +295,15 @@ def _dashboard(config: DashboardConfig | None) -> Iterator[FederationLive | None
     help="This site's own policy (TOML, the keys of a [[sites]] table but identity): a run "
     "asking for more is refused (exit status 3).",
 )
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("fedloom-state"),
+    show_default=True,
+    help="Where this site keeps its client state (SCAFFOLD's control variate, error-feedback "
+    "residuals) after every round, as SITE.state.npz, so a restarted site goes on from it.",
+)
+@click.option("--no-state", is_flag=True, help="Keep the client state in memory only.")
 @click.option("--verbose", "-v", is_flag=True, help="Log connections and tasks.")
 @user_errors
 def client(
@@ -310,10 +319,12 @@ def client(
     give_up_after: float | None,
     backoff_max: float,
     policy_file: Path | None,
+    state_dir: Path,
+    no_state: bool,
     verbose: bool,
 ) -> None:
     """Take part in a federation as one site, training on local data only."""
-    from fedloom.deploy import load_model, load_site_data, site_program
+    from fedloom.deploy import SiteStateFile, load_model, load_site_data, site_program
     from fedloom.experiment.site_policy_file import load_site_policy
     from fedloom.pki import site_of
     from fedloom.transport import Backoff, PolicyRefused, Site, SiteCredentials, TrainingConfig
@@ -339,8 +350,11 @@ def client(
     local = load_site_data(data)
     layout = load_model(model_ref).layout
 
+    kept = None if no_state else SiteStateFile(state_dir, name)
+
     def prepare(config: TrainingConfig) -> object:
-        return site_program(config, load_model(model_ref, loss=config.loss), local)
+        model = load_model(model_ref, loss=config.loss)
+        return site_program(config, model, local, state=kept, run=site.run_id)
 
     site = Site(
         target=target,

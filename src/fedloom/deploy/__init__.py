@@ -10,19 +10,31 @@ from __future__ import annotations
 from fedloom.deploy.live import DashboardThread, FederationLive
 from fedloom.deploy.relay import RELAY_ALGORITHMS, RelayOptions, RelayProgram, relay
 from fedloom.deploy.server import ServerOptions, serve, site_names
-from fedloom.deploy.site import SiteData, SiteError, load_model, load_site_data, site_program
+from fedloom.deploy.site import (
+    KeptState,
+    SiteData,
+    SiteError,
+    load_model,
+    load_site_data,
+    site_program,
+)
+from fedloom.deploy.site_state import SavedState, SiteStateFile, fingerprint
 from fedloom.deploy.training import client_program, training_config
 
 __all__ = [
     "RELAY_ALGORITHMS",
     "DashboardThread",
     "FederationLive",
+    "KeptState",
     "RelayOptions",
     "RelayProgram",
+    "SavedState",
     "ServerOptions",
     "SiteData",
     "SiteError",
+    "SiteStateFile",
     "client_program",
+    "fingerprint",
     "load_model",
     "load_site_data",
     "relay",

@@ -2,12 +2,16 @@
 
 Nothing the server sends is ever imported or unpickled: the model comes from
 ``package.module:function`` named on the site's command line, the data from its own ``.npz``
-file (read with ``allow_pickle=False``), and the training configuration is plain values.
+file (read with ``allow_pickle=False``), and the training configuration is plain values. The
+client state the program keeps between rounds can go to a file on the site's disk after every
+training task (:mod:`fedloom.deploy.site_state`), so a restarted site goes on from it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,11 +24,14 @@ from fedloom.compression import Codec
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.core.model import Model
+from fedloom.deploy.site_state import SiteStateFile, fingerprint
 from fedloom.deploy.training import site_algorithm
 from fedloom.engine import Evaluation
 from fedloom.transport.config import TrainingConfig
 
 MODEL_REFERENCE = "package.module:function"
+
+log = logging.getLogger("fedloom.site")
 
 
 class SiteError(Exception):
@@ -135,6 +142,8 @@ class SiteProgram:
     data: SiteData
     state: ClientState = field(default_factory=dict)
     broadcast: Codec | None = None
+    kept: KeptState | None = None
+    """Where the state goes after every training task (None: it lives in memory only)."""
 
     def train(self, broadcast: Broadcast) -> ClientResult:
         if broadcast.payload is not None:
@@ -142,6 +151,8 @@ class SiteProgram:
         result, self.state = self.program.run(
             broadcast, self.data.x_train, self.data.y_train, self.state
         )
+        if self.kept is not None:
+            self.kept.save(self.state, broadcast.round)
         return result
 
     def _decode(self, payload: bytes) -> Vector:
@@ -159,7 +170,47 @@ class SiteProgram:
         return Evaluation(len(self.data.y_test), metrics)
 
 
-def site_program(config: TrainingConfig, model: Model, data: SiteData) -> SiteProgram:
-    """What the site runs for the server's ``config``."""
+@dataclass(frozen=True)
+class KeptState:
+    """A site's state file for one run and training configuration (see
+    :mod:`fedloom.deploy.site_state`)."""
+
+    file: SiteStateFile
+    run: str
+    fingerprint: str
+
+    def save(self, state: ClientState, round: int) -> None:
+        """Write ``state`` after ``round``; a failed write is logged and the stale file removed,
+        so a restart starts afresh rather than from an older round's state."""
+        try:
+            self.file.save(state, run=self.run, round=round, fingerprint=self.fingerprint)
+        except (OSError, ValueError) as error:
+            log.error(
+                "%s: cannot write the client state to %s (%s); a restart will start afresh",
+                self.file.site, self.file.path, error,
+            )  # fmt: skip
+            with contextlib.suppress(OSError):
+                self.file.path.unlink(missing_ok=True)
+
+
+def site_program(
+    config: TrainingConfig,
+    model: Model,
+    data: SiteData,
+    *,
+    state: SiteStateFile | None = None,
+    run: str | None = None,
+) -> SiteProgram:
+    """What the site runs for the server's ``config``. With a ``state`` file and the ``run``'s
+    id, the program starts from the state kept there for this run and configuration (anything
+    else in the file is refused, logged, and the site starts afresh) and keeps it there after
+    every training task."""
     algorithm = site_algorithm(config, model)
-    return SiteProgram(algorithm.client, data, broadcast=algorithm.broadcast)
+    program = SiteProgram(algorithm.client, data, broadcast=algorithm.broadcast)
+    if state is not None and run is not None:
+        kept = KeptState(state, run, fingerprint(config, model.layout))
+        saved = state.load(run=run, fingerprint=kept.fingerprint, size=model.layout.size)
+        if saved is not None:
+            program.state = saved.state
+        program.kept = kept
+    return program

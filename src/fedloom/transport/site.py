@@ -2,7 +2,9 @@
 
 The site only makes outbound connections, so it can sit behind a firewall. It reconnects after
 any lost connection with exponential backoff and jitter, and keeps its client program (and so
-its kept state, such as SCAFFOLD's control variate) across reconnections. A refusal that
+its kept state, such as SCAFFOLD's control variate) across reconnections within one run; a
+Welcome for another run builds a new program (``prepare`` may read :attr:`Site.run_id` to find
+state the site kept on disk for that run). A refusal that
 retrying cannot fix (a revoked or unknown certificate, a model that does not match the run's)
 ends it with :class:`SiteRefused`; a finished run ends it normally. Secure aggregation's rounds
 are answered by :class:`~fedloom.transport.secure_site.SecureSite` (the simulators' client code).
@@ -148,6 +150,9 @@ class Site:
         self._joined = False
         self.terms: RunTerms | None = None
         """The run's terms as the server's latest Welcome stated them (a relay passes them on)."""
+        self.run_id: str | None = None
+        """The run the site's program was built for (the server's Welcome names it); ``prepare``
+        may read it, to find the state a site kept for this run."""
 
     def run(self) -> str:
         """Take part until the run ends; return the server's closing reason."""
@@ -274,7 +279,10 @@ class Site:
         if not 1024 <= welcome.chunk_bytes <= MAX_CHUNK_BYTES:
             raise ProtocolError(f"server chunk size {welcome.chunk_bytes} out of range")
         config = config_from_pb(welcome.config)
-        if self._program is None or config != self._config:
+        if self._program is None or config != self._config or welcome.run != self.run_id:
+            # A new run (or configuration) starts from a new program: state kept for one run
+            # means nothing in another.
+            self.run_id = welcome.run
             try:
                 self._program = self.prepare(config)
             except ValueError as error:
