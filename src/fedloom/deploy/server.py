@@ -29,10 +29,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fedloom.auditing import RunAuditor, auditing, run_facts
+from fedloom.deploy.clip_check import ClipCheck
 from fedloom.deploy.live import FederationLive
-from fedloom.deploy.training import training_config
+from fedloom.deploy.training import check_deployable, training_config
 from fedloom.engine import History, RoundRecord, ServerState, train
+from fedloom.engine.tasks import Executor
 from fedloom.experiment import Experiment, ExperimentError, build
+from fedloom.experiment.compression_spec import CODEC_STAGES
 from fedloom.experiment.policy_spec import run_terms
 from fedloom.pki import Verifier, read_allowlist
 from fedloom.policy import Admission, PolicyError, admit
@@ -106,16 +109,7 @@ def serve(
     rounds while it serves.
     """
     since = now_iso()  # stop requests made before this belonged to an earlier attempt
-    if experiment.privacy is not None:
-        # The sites build their client program from [train], [algorithm] and [[stages]]: the
-        # client halves of a [privacy] mechanism (clipping, noise shares, DP-SGD) would not run
-        # there, and noise calibrated to a clipping bound nobody applied protects nothing.
-        raise ExperimentError(
-            ("privacy",),
-            "differential privacy is not carried to deployed sites yet (their clients would "
-            "not clip or add noise, so the guarantee would not hold): run this experiment in "
-            "simulation (`fedloom run`), or remove [privacy] to deploy it without DP",
-        )
+    _check_privacy(experiment)
     sites = options.sites
     admitted = _admission(experiment, sites)
     built = build(experiment, population=len(admitted.population))
@@ -162,7 +156,7 @@ def serve(
         credentials=options.credentials,
         deadline=options.deadline,
     ) as executor:
-        audited = auditing(executor)
+        audited = auditing(_clip_checked(executor, experiment, sites))
         if on_listening is not None:
             on_listening(executor.port, run_id)
         wanted = len(sites) if options.wait_for is None else options.wait_for
@@ -256,6 +250,33 @@ def serve(
     store.finish(run_id, status="completed", stopped=history.stopped)
     auditor.finished("completed", history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)
+
+
+def _check_privacy(experiment: Experiment) -> None:
+    """Refuse, with the reason, a ``[privacy]`` table a deployment cannot honour: sites run only
+    central DP's client half (clipping), and the server must see every update to check it
+    (secure aggregation with central DP is refused everywhere, by the pipeline's own check)."""
+    privacy = experiment.privacy
+    if privacy is None:
+        return
+    check_deployable(privacy)
+    codec = next((s.kind for s in experiment.stages if s.kind in CODEC_STAGES), None)
+    if codec is not None:
+        raise ExperimentError(
+            ("privacy",),
+            f"central DP with the codec stage {codec!r} cannot be deployed yet: an encoded "
+            "update's norm is not the clipped one, so the server could not check that every "
+            "site clipped; remove the codec stage, or run the experiment in simulation",
+        )
+
+
+def _clip_checked(executor: Executor, experiment: Experiment, sites: Sequence[str]) -> Executor:
+    """``executor`` behind the server's clipping check when the run has central DP."""
+    privacy = experiment.privacy
+    if privacy is None:
+        return executor
+    adaptive = privacy.target_quantile is not None
+    return ClipCheck(executor, privacy.clip, adaptive=adaptive, names=sites)
 
 
 def _admission(experiment: Experiment, sites: Sequence[str]) -> Admission:

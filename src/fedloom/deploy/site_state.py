@@ -39,8 +39,8 @@ _PREFIX = "state."
 
 
 def fingerprint(config: TrainingConfig, layout: Layout) -> str:
-    """A SHA-256 of the run's training configuration (algorithm, options, stages, loss) and the
-    model's layout: a state kept under another one would not mean the same thing."""
+    """A SHA-256 of the run's training configuration (algorithm, options, stages, loss, privacy)
+    and the model's layout: a state kept under another one would not mean the same thing."""
     described = {
         "config": {
             "algorithm": config.algorithm,
@@ -49,6 +49,7 @@ def fingerprint(config: TrainingConfig, layout: Layout) -> str:
             "stages": [{"kind": s.kind, "options": dict(sorted(s.options.items()))}
                        for s in config.stages],
             "loss": config.loss,
+            "privacy": None if config.privacy is None else asdict(config.privacy),
         },
         "layout": [asdict(f) for f in layout.fields],
     }  # fmt: skip

@@ -46,7 +46,7 @@ from fedloom.transport.codec import (
     payload_chunks,
     stage_config_from_pb,
 )
-from fedloom.transport.config import TrainingConfig
+from fedloom.transport.config import PRIVACY_FEATURE, TrainingConfig
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.secure_codec import FEATURE, reply_to_pb
 from fedloom.transport.secure_site import SecureSite
@@ -141,6 +141,9 @@ class Site:
     region's updates)."""
     policy: SitePolicy | None = None
     """The site's own policy: the run's terms are checked against it before any task."""
+    private: bool = True
+    """Whether the site runs the client half of a run's differential privacy (clipping) when
+    its configuration asks for it (a relay does not: it forwards its region's mean)."""
 
     def __post_init__(self) -> None:
         self._secure = SecureSite(self.layout.size)
@@ -228,7 +231,10 @@ class Site:
                 protocol_version=PROTOCOL_VERSION,
                 site=self.name,
                 layout=layout_to_pb(self.layout),
-                features=[FEATURE] if self.secure else [],
+                features=[
+                    *([FEATURE] if self.secure else []),
+                    *([PRIVACY_FEATURE] if self.private else []),
+                ],
             )
             await write(pb.SiteMessage(hello=hello))
             first = await call.read()
