@@ -274,7 +274,21 @@ def _dashboard(config: DashboardConfig | None) -> Iterator[FederationLive | None
     "--data",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="This site's data (.npz with x_train, y_train[, x_test, y_test]).",
+    help="This site's data: .npz with x_train, y_train[, x_test, y_test], or .csv with a header "
+    "row, numeric feature columns and a label column (--label-column).",
+)
+@click.option(
+    "--label-column",
+    default="label",
+    show_default=True,
+    help="The label column of a .csv --data file; every other column is a feature.",
+)
+@click.option(
+    "--label-kind",
+    type=click.Choice(["class", "value"]),
+    default="class",
+    show_default=True,
+    help="A .csv label: a class number (whole, >= 0) or a regression value.",
 )
 @click.option(
     "--model",
@@ -312,6 +326,8 @@ def client(
     key: Path | None,
     ca_cert: Path | None,
     data: Path,
+    label_column: str,
+    label_kind: str,
     model_ref: str,
     insecure: bool,
     site_name: str | None,
@@ -347,7 +363,7 @@ def client(
         name = site_of(pem, ca)  # refuses an expired or foreign certificate before connecting
         credentials = SiteCredentials(pem, key.read_bytes(), ca, server_name=server_name)
     policy = None if policy_file is None else load_site_policy(policy_file, name)
-    local = load_site_data(data)
+    local = load_site_data(data, label=label_column, label_kind=label_kind)
     layout = load_model(model_ref).layout
 
     kept = None if no_state else SiteStateFile(state_dir, name)
