@@ -167,3 +167,31 @@ def test_adaptive_clip_check_needs_a_consistent_report() -> None:
     assert "reports a clipped update, but the update's norm 1 is inside the bound 2" in reasons[0]
     assert "dp.unclipped report is None" in reasons[1]
     assert "dp.unclipped report is 3.0" in reasons[2]
+
+
+def test_sites_build_the_simulations_privacy_stage() -> None:
+    # Adaptive clipping: the site's first stage is the simulation's, but for the server-only
+    # sampling (a placeholder at the site), and it reports whether an update was clipped.
+    from dataclasses import replace
+
+    from fedloom.deploy.training import site_algorithm, training_config
+    from fedloom.experiment import build
+    from fedloom.privacy import CentralGaussian
+
+    adaptive = (
+        '\n[privacy]\nmechanism = "gaussian"\nclip = 0.1\nnoise_multiplier = 1.0\n'
+        "target_quantile = 0.5\nclip_learning_rate = 0.2\ncount_stddev = 1.5\n"
+    )
+    experiment = Experiment.from_toml(experiment_text(rounds=1, cohort=2) + adaptive)
+    simulated = build(experiment).algorithm
+    model = simulated.work.model
+    site = site_algorithm(training_config(experiment, task="classification"), model).client
+    first, theirs = simulated.stages[0], site.stages[0]
+    assert isinstance(first, CentralGaussian)
+    assert isinstance(theirs, CentralGaussian)
+    assert site.work == simulated.work
+    assert theirs == replace(first, sampling=theirs.sampling)
+    update = np.full(model.layout.size, 0.01, dtype=np.float32)  # norm 0.255 > 0.1
+    clipped, metrics = theirs.client(update, {"clip": 0.1}, np.random.default_rng(0))
+    assert np.isclose(np.linalg.norm(clipped), 0.1, rtol=1e-6)
+    assert metrics == {"unclipped": -0.5}
