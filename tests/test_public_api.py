@@ -11,7 +11,8 @@ EXPECTED = {
     "SoftmaxRegression", "LinearRegression", "Layout", "Field",
     "Algorithm", "ALGORITHMS", "algorithm",
     "fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold", "fednova",
-    "simulate", "fixed", "fraction", "poisson", "replay", "Target", "History", "RoundRecord",
+    "simulate", "serve", "fixed", "fraction", "poisson", "replay", "Target", "History",
+    "RoundRecord",
     "Broadcast", "ClientResult", "clip_by_norm", "secure_sum",
     "engine", "optimizers", "reducers", "robust", "stages", "compression", "__version__",
 }  # fmt: skip

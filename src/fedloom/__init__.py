@@ -2,7 +2,8 @@
 
 A user picks four things independently: data (``fedloom.data``), client work
 (``fedloom.local_sgd`` or ``fedloom.torch.local_sgd``), an algorithm recipe (``fedavg``,
-``fedprox``, ``scaffold``…) and where it runs (``simulate`` here; more executors later).
+``fedprox``, ``scaffold``…) and where it runs (``simulate`` here, ``serve`` over gRPC with
+sites that join from their own machines).
 """
 
 from fedloom import compression, data, engine, optimizers, reducers, robust, stages
@@ -38,6 +39,10 @@ def __getattr__(name: str) -> object:
         import importlib
 
         return importlib.import_module(f"fedloom.{name}")
+    if name == "serve":  # gRPC and cryptography load only for a deployment
+        from fedloom.deploy import serve_algorithm
+
+        return serve_algorithm
     raise AttributeError(f"module 'fedloom' has no attribute {name!r}")
 
 
@@ -82,6 +87,7 @@ __all__ = [
     "robust",
     "scaffold",
     "secure_sum",
+    "serve",
     "simulate",
     "stages",
 ]

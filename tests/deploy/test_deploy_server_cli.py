@@ -60,19 +60,3 @@ def test_dashboard_options_are_checked_before_the_federation_starts(
     captured = capsys.readouterr()
     assert message.format(busy=port) in captured.err
     assert "listening on" not in captured.out
-
-
-def test_a_private_experiment_is_refused_rather_than_deployed_without_its_guarantee(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    exp = tmp_path / "exp.toml"
-    privacy = '\n[privacy]\nmechanism = "gaussian"\nclip = 1.0\nnoise_multiplier = 1.0\n'
-    exp.write_text(experiment_text(clients=2, cohort=2) + privacy)
-    fed = federation(tmp_path / "fed", ["site-a", "site-b"])
-    with pytest.raises(SystemExit) as exit_:
-        main(["server", str(exp), "--dir", str(fed.root), "--listen", "127.0.0.1:0",
-              "--runs", str(tmp_path / "runs")])  # fmt: skip
-    assert exit_.value.code == 2
-    captured = capsys.readouterr()
-    assert "differential privacy is not carried to deployed sites yet" in captured.err
-    assert "listening on" not in captured.out

@@ -3,6 +3,9 @@ training configuration survives the round trip as plain values."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,7 +19,7 @@ from fedloom.transport.codec import (
     config_to_pb,
     headers,
 )
-from fedloom.transport.config import StageOptions, TrainingConfig
+from fedloom.transport.config import PrivacyOptions, StageOptions, TrainingConfig
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 
 
@@ -77,3 +80,43 @@ def test_training_config_round_trip() -> None:
     assert config_from_pb(wire) == config
     with pytest.raises(ValueError, match="option 'betas' must be a number"):
         TrainingConfig("fedadam", {"lr": 0.1}, {"betas": (0.9, 0.99)})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    "privacy",
+    [
+        PrivacyOptions("gaussian", clip=0.5, noise_multiplier=1.1),
+        PrivacyOptions("gaussian", 1.0, 1.1, target_quantile=0.5, clip_learning_rate=0.2,
+                       count_stddev=0.0),
+    ],
+)  # fmt: skip
+def test_privacy_options_round_trip(privacy: PrivacyOptions) -> None:
+    train = {"lr": 0.1, "epochs": 1, "batch_size": 8, "optimizer": "sgd", "momentum": 0.0,
+             "weight_decay": 0.0}  # fmt: skip
+    config = TrainingConfig("fedavg", train, privacy=privacy)
+    wire = pb.TrainingConfig.FromString(config_to_pb(config).SerializeToString())
+    assert config_from_pb(wire) == config
+    bare = config_to_pb(replace(config, privacy=None))
+    plain = pb.TrainingConfig.FromString(bare.SerializeToString())
+    assert not plain.HasField("privacy")
+    assert config_from_pb(plain).privacy is None
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (pb.PrivacyConfig(mechanism="distributed", clip=1, noise_multiplier=1),
+         "mechanism 'distributed' does not run at sites"),
+        (pb.PrivacyConfig(mechanism="gaussian", clip=0, noise_multiplier=1),
+         "privacy clip must be a finite number > 0, got 0.0"),
+        (pb.PrivacyConfig(mechanism="gaussian", clip=1, noise_multiplier=float("nan")),
+         "privacy noise_multiplier must be a finite number > 0"),
+        (pb.PrivacyConfig(mechanism="gaussian", clip=1, noise_multiplier=1, target_quantile=0.5),
+         "adaptive clipping needs all of"),
+    ],
+)  # fmt: skip
+def test_bad_privacy_options_are_a_protocol_error(message: pb.PrivacyConfig, reason: str) -> None:
+    config = config_to_pb(TrainingConfig("fedavg", {"lr": 0.1}))
+    config.privacy.CopyFrom(message)
+    with pytest.raises(ProtocolError, match=re.escape(reason)):
+        config_from_pb(config)

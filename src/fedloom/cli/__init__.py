@@ -137,12 +137,14 @@ def list_runs(runs_dir: Path, as_json: bool) -> None:
     """List recorded runs, newest first."""
     with _store(runs_dir, create=False) as store:
         infos = store.runs()
+        shown = {i.id: store.shown_status(i) for i in infos}  # a killed run is not "running"
     if as_json:
-        click.echo(json.dumps([_summary(i) for i in infos], indent=2))
+        click.echo(json.dumps([_summary(i) | {"shown_status": shown[i.id]} for i in infos],
+                              indent=2))  # fmt: skip
         return
     rows = [
-        [i.id, i.name, i.status, str(i.rounds_done), _fmt(i.last_metrics.get("test_accuracy")),
-         i.created]
+        [i.id, i.name, shown[i.id], str(i.rounds_done),
+         _fmt(i.last_metrics.get("test_accuracy")), i.created]
         for i in infos
     ]  # fmt: skip
     _print_table(["run", "name", "status", "rounds", "test acc", "created"], rows, title="runs")
@@ -159,11 +161,13 @@ def show(run_id: str, runs_dir: Path, config_only: bool, as_json: bool) -> None:
         info = store.run(run_id)
         rounds = store.rounds(info.id)
         sites = store.sites(info.id)  # a deployed run's client index → certificate identity
+        status = store.shown_status(info)
     if config_only:
         click.echo(info.config, nl=False)
         return
     if as_json:
         out = _summary(info) | {
+            "shown_status": status,
             "config": info.config,
             "rounds": [
                 {"round": r.round, "cohort": list(r.cohort), "accepted": list(r.accepted),
@@ -178,7 +182,7 @@ def show(run_id: str, runs_dir: Path, config_only: bool, as_json: bool) -> None:
         click.echo(json.dumps(out, indent=2))
         return
     click.echo(
-        f"run {info.id}  {info.name}  {info.status}  seed {info.seed}  code {info.code_version}\n"
+        f"run {info.id}  {info.name}  {status}  seed {info.seed}  code {info.code_version}\n"
         f"created {info.created}  finished {info.finished or '-'}  {info.stopped}"
     )
     if sites:

@@ -274,7 +274,21 @@ def _dashboard(config: DashboardConfig | None) -> Iterator[FederationLive | None
     "--data",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="This site's data (.npz with x_train, y_train[, x_test, y_test]).",
+    help="This site's data: .npz with x_train, y_train[, x_test, y_test], or .csv with a header "
+    "row, numeric feature columns and a label column (--label-column).",
+)
+@click.option(
+    "--label-column",
+    default="label",
+    show_default=True,
+    help="The label column of a .csv --data file; every other column is a feature.",
+)
+@click.option(
+    "--label-kind",
+    type=click.Choice(["class", "value"]),
+    default="class",
+    show_default=True,
+    help="A .csv label: a class number (whole, >= 0) or a regression value.",
 )
 @click.option(
     "--model",
@@ -295,6 +309,15 @@ def _dashboard(config: DashboardConfig | None) -> Iterator[FederationLive | None
     help="This site's own policy (TOML, the keys of a [[sites]] table but identity): a run "
     "asking for more is refused (exit status 3).",
 )
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("fedloom-state"),
+    show_default=True,
+    help="Where this site keeps its client state (SCAFFOLD's control variate, error-feedback "
+    "residuals) after every round, as SITE.state.npz, so a restarted site goes on from it.",
+)
+@click.option("--no-state", is_flag=True, help="Keep the client state in memory only.")
 @click.option("--verbose", "-v", is_flag=True, help="Log connections and tasks.")
 @user_errors
 def client(
@@ -303,6 +326,8 @@ def client(
     key: Path | None,
     ca_cert: Path | None,
     data: Path,
+    label_column: str,
+    label_kind: str,
     model_ref: str,
     insecure: bool,
     site_name: str | None,
@@ -310,10 +335,12 @@ def client(
     give_up_after: float | None,
     backoff_max: float,
     policy_file: Path | None,
+    state_dir: Path,
+    no_state: bool,
     verbose: bool,
 ) -> None:
     """Take part in a federation as one site, training on local data only."""
-    from fedloom.deploy import load_model, load_site_data, site_program
+    from fedloom.deploy import SiteStateFile, load_model, load_site_data, site_program
     from fedloom.experiment.site_policy_file import load_site_policy
     from fedloom.pki import site_of
     from fedloom.transport import Backoff, PolicyRefused, Site, SiteCredentials, TrainingConfig
@@ -336,11 +363,14 @@ def client(
         name = site_of(pem, ca)  # refuses an expired or foreign certificate before connecting
         credentials = SiteCredentials(pem, key.read_bytes(), ca, server_name=server_name)
     policy = None if policy_file is None else load_site_policy(policy_file, name)
-    local = load_site_data(data)
+    local = load_site_data(data, label=label_column, label_kind=label_kind)
     layout = load_model(model_ref).layout
 
+    kept = None if no_state else SiteStateFile(state_dir, name)
+
     def prepare(config: TrainingConfig) -> object:
-        return site_program(config, load_model(model_ref, loss=config.loss), local)
+        model = load_model(model_ref, loss=config.loss)
+        return site_program(config, model, local, state=kept, run=site.run_id)
 
     site = Site(
         target=target,

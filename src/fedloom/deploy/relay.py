@@ -168,6 +168,7 @@ def relay(
         credentials=upstream_credentials,
         give_up_after=give_up_after,
         secure=False,  # a relay would see its region's updates: it refuses secure aggregation
+        private=False,  # its update is its region's mean: the server's clipping check refuses it
     )
     try:
         return site.run()

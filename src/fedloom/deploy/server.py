@@ -24,18 +24,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fedloom.algorithms import Algorithm
 from fedloom.auditing import RunAuditor, auditing, run_facts
+from fedloom.deploy.clip_check import ClipCheck
 from fedloom.deploy.live import FederationLive
-from fedloom.deploy.training import training_config
+from fedloom.deploy.training import check_deployable, training_config
 from fedloom.engine import History, RoundRecord, ServerState, train
+from fedloom.engine.loop import Schedule, ServerEvaluation
+from fedloom.engine.tasks import Executor
 from fedloom.experiment import Experiment, ExperimentError, build
+from fedloom.experiment.compression_spec import CODEC_STAGES
 from fedloom.experiment.policy_spec import run_terms
 from fedloom.pki import Verifier, read_allowlist
-from fedloom.policy import Admission, PolicyError, admit
+from fedloom.policy import Admission, PolicyError, RunTerms, admit
 from fedloom.runner import Outcome, RoundObserver
 from fedloom.simulation import held_out_evaluation
 from fedloom.store import Checkpoint, RunStore, StopRequest, StoreError, code_version
@@ -46,6 +51,7 @@ from fedloom.transport import (
     ServerCredentials,
     ServiceConfig,
     SiteRefusal,
+    TrainingConfig,
 )
 
 log = logging.getLogger("fedloom.server")
@@ -105,17 +111,7 @@ def serve(
     server accepts connections. ``live`` (for a dashboard) sees the server's sessions and
     rounds while it serves.
     """
-    since = now_iso()  # stop requests made before this belonged to an earlier attempt
-    if experiment.privacy is not None:
-        # The sites build their client program from [train], [algorithm] and [[stages]]: the
-        # client halves of a [privacy] mechanism (clipping, noise shares, DP-SGD) would not run
-        # there, and noise calibrated to a clipping bound nobody applied protects nothing.
-        raise ExperimentError(
-            ("privacy",),
-            "differential privacy is not carried to deployed sites yet (their clients would "
-            "not clip or add noise, so the guarantee would not hold): run this experiment in "
-            "simulation (`fedloom run`), or remove [privacy] to deploy it without DP",
-        )
+    _check_privacy(experiment)
     sites = options.sites
     admitted = _admission(experiment, sites)
     built = build(experiment, population=len(admitted.population))
@@ -131,29 +127,90 @@ def serve(
             ("run", "cohort"), f"{error} (the federation has {len(sites)} sites)"
         ) from None
     task = "regression" if built.data.num_classes is None else "classification"
-    training = training_config(experiment, task=task)
     config_text = experiment.to_toml()
+    privacy = experiment.privacy
+    plan = Plan(
+        name=experiment.name,
+        config=config_text,
+        algorithm=built.algorithm,
+        schedule=built.schedule,
+        checkpoint_every=built.checkpoint_every,
+        training=training_config(experiment, task=task),
+        terms=run_terms(experiment),
+        evaluate=held_out_evaluation(built.algorithm.work.model, built.data),
+        admitted=admitted,
+        facts=run_facts(experiment, config_text),
+        policy_min=1 if experiment.policy is None else experiment.policy.min_cohort,
+        cohort=experiment.run.cohort if isinstance(experiment.run.cohort, int) else 1,
+        clip=None if privacy is None else (privacy.clip, privacy.target_quantile is not None),
+    )
+    return serve_plan(
+        plan, store, options, resume=resume, new=new, on_round=on_round,
+        on_listening=on_listening, live=live,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a server needs to run a federation, whatever described it (an experiment file, an
+    algorithm value): the algorithm and its schedule, what sites are told (``training``,
+    ``terms``), the held-out evaluation, who is admitted, and what the store and the audit trail
+    record (``name``, ``config``, ``facts``). ``policy_min`` and ``cohort`` are the fewest sites
+    a round needs besides the schedule's ``min_cohort``; ``clip`` is central DP's initial
+    clipping bound and whether it adapts (None: no DP), for the server's check on updates."""
+
+    name: str
+    config: str
+    algorithm: Algorithm
+    schedule: Schedule
+    checkpoint_every: int
+    training: TrainingConfig
+    terms: RunTerms
+    evaluate: ServerEvaluation | None
+    admitted: Admission
+    facts: Mapping[str, object]
+    policy_min: int = 1
+    cohort: int = 1
+    clip: tuple[float, bool] | None = None
+
+
+def serve_plan(
+    plan: Plan,
+    store: RunStore,
+    options: ServerOptions,
+    *,
+    resume: str | None = None,
+    new: bool = False,
+    on_round: RoundObserver | None = None,
+    on_listening: Callable[[int, str], None] | None = None,
+    live: FederationLive | None = None,
+) -> Outcome:
+    """Serve ``plan`` (see :func:`serve`, which makes one from an experiment)."""
+    since = now_iso()  # stop requests made before this belonged to an earlier attempt
+    sites = options.sites
+    admitted = plan.admitted
+    training = plan.training
     run_id, state, resumed = _open_run(
-        store, experiment, config_text, sites, resume=resume, new=new
+        store, plan.name, plan.config, plan.schedule.seed, sites, resume=resume, new=new
     )
     auditor = RunAuditor(store.audit(run_id), identity=lambda client: sites[client])
     if resumed:
         auditor.check(rounds=[r.round for r in store.rounds(run_id)], finished=False)
         auditor.decision("note", {"resumed": True})
     else:
-        auditor.started(**run_facts(experiment, config_text))
+        auditor.started(**plan.facts)
         for kind, payload in admitted.decisions:
             auditor.decision(kind, payload)
     service = ServiceConfig(
         run=run_id,
-        layout=built.algorithm.work.model.layout,
+        layout=plan.algorithm.work.model.layout,
         training=training,
         sites=sites,
         verifier=options.verifier,
         chunk_bytes=options.chunk_bytes,
         heartbeat=options.heartbeat,
         hello_timeout=options.hello_timeout,
-        terms=run_terms(experiment),
+        terms=plan.terms,
     )
     started = time.perf_counter()
     with GrpcExecutor(
@@ -162,7 +219,7 @@ def serve(
         credentials=options.credentials,
         deadline=options.deadline,
     ) as executor:
-        audited = auditing(executor)
+        audited = auditing(_clip_checked(executor, plan.clip, sites))
         if on_listening is not None:
             on_listening(executor.port, run_id)
         wanted = len(sites) if options.wait_for is None else options.wait_for
@@ -184,9 +241,9 @@ def serve(
             _audit_refusals(auditor, executor.refusals())
             round_record = replace(round_record, metrics={**round_record.metrics, **wire})
             checkpoint = None
-            final = server_state.round == built.schedule.rounds
+            final = server_state.round == plan.schedule.rounds
             request = None if final else store.stop_request(run_id, since=since)
-            if server_state.round % built.checkpoint_every == 0 or final or request is not None:
+            if server_state.round % plan.checkpoint_every == 0 or final or request is not None:
                 checkpoint = Checkpoint(server_state, {})
             auditor.round(round_record, server_state, audited)
             store.record_round(run_id, round_record, checkpoint=checkpoint)
@@ -217,15 +274,15 @@ def serve(
             log.info("run %s: waiting for %d of %d sites", run_id, wanted, len(sites))
             executor.wait_for_sites(wanted)
             _audit_refusals(auditor, executor.refusals())
-            population = _remaining(experiment, sites, admitted, executor.refused())
+            population = _remaining(plan, sites, executor.refused())
             last = executor.traffic()
             last_phases = executor.phase_traffic()
             history = train(
-                built.algorithm,
+                plan.algorithm,
                 audited,
-                built.schedule,
+                plan.schedule,
                 population=population,
-                evaluate=held_out_evaluation(built.algorithm.work.model, built.data),
+                evaluate=plan.evaluate,
                 state=state,
                 on_round=record,
             )
@@ -235,7 +292,7 @@ def serve(
             store.finish(run_id, status="interrupted", stopped=stopped)
             auditor.finished("interrupted", stopped)
             log.info("run %s: %s", run_id, stopped)
-            layout = built.algorithm.work.model.layout
+            layout = plan.algorithm.work.model.layout
             history = History(tuple(records), params, layout, stopped)
             executor.close("the run was stopped on request", finished=False)
             return Outcome(run_id, history, time.perf_counter() - started)
@@ -256,6 +313,34 @@ def serve(
     store.finish(run_id, status="completed", stopped=history.stopped)
     auditor.finished("completed", history.stopped)
     return Outcome(run_id, history, time.perf_counter() - started)
+
+
+def _check_privacy(experiment: Experiment) -> None:
+    """Refuse, with the reason, a ``[privacy]`` table a deployment cannot honour: sites run only
+    central DP's client half (clipping), and the server must see every update to check it
+    (secure aggregation with central DP is refused everywhere, by the pipeline's own check)."""
+    privacy = experiment.privacy
+    if privacy is None:
+        return
+    check_deployable(privacy)
+    codec = next((s.kind for s in experiment.stages if s.kind in CODEC_STAGES), None)
+    if codec is not None:
+        raise ExperimentError(
+            ("privacy",),
+            f"central DP with the codec stage {codec!r} cannot be deployed yet: an encoded "
+            "update's norm is not the clipped one, so the server could not check that every "
+            "site clipped; remove the codec stage, or run the experiment in simulation",
+        )
+
+
+def _clip_checked(
+    executor: Executor, clip: tuple[float, bool] | None, sites: Sequence[str]
+) -> Executor:
+    """``executor`` behind the server's clipping check when the run has central DP."""
+    if clip is None:
+        return executor
+    initial, adaptive = clip
+    return ClipCheck(executor, initial, adaptive=adaptive, names=sites)
 
 
 def _admission(experiment: Experiment, sites: Sequence[str]) -> Admission:
@@ -287,24 +372,22 @@ class _TooFew(Exception):
     """Too few sites remain after their own policies' refusals for a round to count."""
 
 
-def _remaining(
-    experiment: Experiment, sites: Sequence[str], admitted: Admission, refused: frozenset[str]
-) -> tuple[int, ...]:
+def _remaining(plan: Plan, sites: Sequence[str], refused: frozenset[str]) -> tuple[int, ...]:
     """The admitted population less the sites that refused the run (:class:`_TooFew` if fewer
     remain than a round needs)."""
+    admitted = plan.admitted
     population = tuple(c for c in admitted.population if sites[c] not in refused)
     if len(population) == len(admitted.population):
         return population
-    policy_min = 1 if experiment.policy is None else experiment.policy.min_cohort
-    cohort = experiment.run.cohort if isinstance(experiment.run.cohort, int) else 1
-    needed = max(policy_min, experiment.run.min_cohort, cohort)
+    min_cohort = plan.schedule.min_cohort
+    needed = max(plan.policy_min, min_cohort, plan.cohort)
     if len(population) < needed:
         who = sorted(refused & {sites[c] for c in admitted.population})
         raise _TooFew(
             f"only {len(population)} of {len(admitted.population)} sites remain after "
             f"{', '.join(who)} refused the run under their own policies, fewer than the "
-            f"{needed} a round needs (policy.min_cohort = {policy_min}, run.min_cohort = "
-            f"{experiment.run.min_cohort}, run cohort {cohort}); see the run's audit trail"
+            f"{needed} a round needs (policy.min_cohort = {plan.policy_min}, run.min_cohort = "
+            f"{min_cohort}, run cohort {plan.cohort}); see the run's audit trail"
         )
     return population
 
@@ -319,8 +402,9 @@ class _StopRequested(Exception):
 
 def _open_run(
     store: RunStore,
-    experiment: Experiment,
+    name: str,
     config: str,
+    seed: int,
     sites: Sequence[str],
     *,
     resume: str | None,
@@ -338,9 +422,9 @@ def _open_run(
             log.info("resuming run %s, the newest unfinished run of this experiment", resume)
     if resume is None:
         run_id = store.create_run(
-            name=experiment.name,
+            name=name,
             config=config,
-            seed=experiment.run.seed,
+            seed=seed,
             code_version=code_version(),
         )
         store.record_sites(run_id, sites)

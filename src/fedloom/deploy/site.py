@@ -2,12 +2,17 @@
 
 Nothing the server sends is ever imported or unpickled: the model comes from
 ``package.module:function`` named on the site's command line, the data from its own ``.npz``
-file (read with ``allow_pickle=False``), and the training configuration is plain values.
+file (read with ``allow_pickle=False``) or ``.csv`` file, and the training configuration is
+plain values. The client state the program keeps between rounds can go to a file on the site's
+disk after every training task (:mod:`fedloom.deploy.site_state`), so a restarted site goes on
+from it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,11 +26,15 @@ from fedloom.compression.chain import apply_links, model_digest, unpack_chain
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast, ClientResult, ClientState
 from fedloom.core.model import Model
+from fedloom.data.files import load_csv
+from fedloom.deploy.site_state import SiteStateFile, fingerprint
 from fedloom.deploy.training import site_algorithm
 from fedloom.engine import Evaluation
 from fedloom.transport.config import TrainingConfig
 
 MODEL_REFERENCE = "package.module:function"
+
+log = logging.getLogger("fedloom.site")
 
 
 class SiteError(Exception):
@@ -42,13 +51,31 @@ class SiteData:
     y_test: Array
 
 
-def load_site_data(path: str | Path) -> SiteData:
-    """Arrays ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test`` from an ``.npz``
-    archive (or ``x`` and ``y``, all for training). Labels are used as stored, so every site
-    must number classes as the experiment does."""
+LABEL_KINDS = ("class", "value")
+"""How a CSV's label column is read: whole-number class labels, or regression targets."""
+
+
+def load_site_data(
+    path: str | Path, *, label: str = "label", label_kind: str = "class"
+) -> SiteData:
+    """A site's examples from an ``.npz`` archive or a ``.csv`` file.
+
+    ``.npz``: arrays ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test`` (or ``x`` and
+    ``y``, all for training). ``.csv``: a header row, then one example a row; the column named
+    ``label`` is the label and every other column, in file order, a numeric feature; all rows
+    train. Labels are used as stored, so every site must number classes as the experiment
+    does: a CSV's ``label_kind="class"`` labels must be whole numbers >= 0 (``"value"``: any
+    number, for regression)."""
     file = Path(path)
     if not file.exists():
         raise SiteError(f"the data file {str(file)!r} does not exist")
+    if file.suffix.lower() == ".csv":
+        return _load_csv(file, label, label_kind)
+    if file.suffix.lower() != ".npz":
+        raise SiteError(
+            f"{str(file)!r}: --data must be an .npz archive or a .csv file, got a "
+            f"{file.suffix or 'suffix-less'} file"
+        )
     try:
         archive = np.load(file, allow_pickle=False)
     except (ValueError, OSError) as error:
@@ -86,6 +113,30 @@ def load_site_data(path: str | Path) -> SiteData:
     if len(x) == 0:
         raise SiteError(f"{str(file)!r} has no training examples")
     return SiteData(x, y, xt, yt)
+
+
+def _load_csv(file: Path, label: str, kind: str) -> SiteData:
+    """See :func:`load_site_data`; labels are never re-encoded (a site sees only its classes)."""
+    if kind not in LABEL_KINDS:
+        raise SiteError(f"the label kind must be one of {list(LABEL_KINDS)}, got {kind!r}")
+    try:
+        dataset = load_csv(file, target=label, classification=False)
+    except (ValueError, UnicodeDecodeError) as error:
+        message = str(error).removeprefix("load_csv: ").replace("target=", "--label-column ")
+        raise SiteError(message.replace(", so choose columns with features=[...]", "")) from None
+    x, y = dataset.x, dataset.y
+    if kind == "class":
+        bad = np.flatnonzero((y != np.round(y)) | (y < 0))
+        if len(bad):
+            raise SiteError(
+                f"{str(file)!r} row {int(bad[0]) + 1}: label {float(y[bad[0]])!r} in column "
+                f"{label!r} is not a class number (a whole number >= 0); use --label-kind value "
+                "for a regression target"
+            )
+        labels = y.astype(np.int64)
+    else:
+        labels = y.astype(np.float32)
+    return SiteData(x, labels, x[:0], labels[:0])
 
 
 def load_model(reference: str, *, loss: str | None = None) -> Model:
@@ -143,6 +194,8 @@ class SiteProgram:
     delta_window: int | None = None
     held: tuple[int, Vector, bytes] | None = None
     """With a delta broadcast: the round, model and digest of the last model trained from."""
+    kept: KeptState | None = None
+    """Where the state goes after every training task (None: it lives in memory only)."""
 
     def train(self, broadcast: Broadcast) -> ClientResult:
         if broadcast.delta_from is not None:
@@ -155,6 +208,8 @@ class SiteProgram:
         result, self.state = self.program.run(
             broadcast, self.data.x_train, self.data.y_train, self.state
         )
+        if self.kept is not None:
+            self.kept.save(self.state, broadcast.round)
         return result
 
     def held_model(self) -> tuple[int, bytes] | None:
@@ -191,12 +246,52 @@ class SiteProgram:
         return Evaluation(len(self.data.y_test), metrics)
 
 
-def site_program(config: TrainingConfig, model: Model, data: SiteData) -> SiteProgram:
-    """What the site runs for the server's ``config``."""
+@dataclass(frozen=True)
+class KeptState:
+    """A site's state file for one run and training configuration (see
+    :mod:`fedloom.deploy.site_state`)."""
+
+    file: SiteStateFile
+    run: str
+    fingerprint: str
+
+    def save(self, state: ClientState, round: int) -> None:
+        """Write ``state`` after ``round``; a failed write is logged and the stale file removed,
+        so a restart starts afresh rather than from an older round's state."""
+        try:
+            self.file.save(state, run=self.run, round=round, fingerprint=self.fingerprint)
+        except (OSError, ValueError) as error:
+            log.error(
+                "%s: cannot write the client state to %s (%s); a restart will start afresh",
+                self.file.site, self.file.path, error,
+            )  # fmt: skip
+            with contextlib.suppress(OSError):
+                self.file.path.unlink(missing_ok=True)
+
+
+def site_program(
+    config: TrainingConfig,
+    model: Model,
+    data: SiteData,
+    *,
+    state: SiteStateFile | None = None,
+    run: str | None = None,
+) -> SiteProgram:
+    """What the site runs for the server's ``config``. With a ``state`` file and the ``run``'s
+    id, the program starts from the state kept there for this run and configuration (anything
+    else in the file is refused, logged, and the site starts afresh) and keeps it there after
+    every training task."""
     algorithm = site_algorithm(config, model)
-    return SiteProgram(
+    program = SiteProgram(
         algorithm.client,
         data,
         broadcast=algorithm.broadcast,
         delta_window=algorithm.broadcast_window,
     )
+    if state is not None and run is not None:
+        kept = KeptState(state, run, fingerprint(config, model.layout))
+        saved = state.load(run=run, fingerprint=kept.fingerprint, size=model.layout.size)
+        if saved is not None:
+            program.state = saved.state
+        program.kept = kept
+    return program

@@ -1,8 +1,9 @@
 """An experiment's training settings as wire configuration, and back into a client program.
 
-The server turns the experiment's ``[train]``, ``[algorithm]`` and ``[[stages]]`` tables into a
-:class:`~fedloom.transport.config.TrainingConfig`; a site turns that back into the same specs,
-which validate every value again, and builds the client program on the model it chose itself.
+The server turns the experiment's ``[train]``, ``[algorithm]``, ``[[stages]]`` and ``[privacy]``
+tables into a :class:`~fedloom.transport.config.TrainingConfig`; a site turns that back into the
+same specs, which validate every value again, and builds the client program on the model it
+chose itself: with central DP, the privacy stage first, exactly as a simulation puts it.
 A ``broadcast`` codec table travels as scalars (``broadcast = "uniform"``, ``broadcast.bits =
 8``) and is folded back on the site, which decodes each encoded model with that codec.
 """
@@ -16,7 +17,9 @@ from fedloom.algorithms import Algorithm, ClientProgram
 from fedloom.core.model import Model
 from fedloom.experiment import AlgorithmSpec, Experiment, ExperimentError, StageSpec, TrainSpec
 from fedloom.experiment.compression_spec import BROADCAST_OPTION
-from fedloom.transport.config import StageOptions, TrainingConfig, check_scalars
+from fedloom.experiment.privacy_spec import PrivacySpec
+from fedloom.stages import Stage
+from fedloom.transport.config import PrivacyOptions, StageOptions, TrainingConfig, check_scalars
 
 _TRAIN_FIELDS = ("lr", "epochs", "steps", "batch_size", "optimizer", "momentum", "weight_decay")
 
@@ -35,9 +38,39 @@ def training_config(experiment: Experiment, *, task: str) -> TrainingConfig:
                 for s in experiment.stages
             ),
             loss=experiment.model.loss_for(task),
+            privacy=_privacy(experiment.privacy),
         )
     except ValueError as error:
         raise ExperimentError(("algorithm",), f"cannot be sent to sites: {error}") from None
+
+
+def _privacy(spec: PrivacySpec | None) -> PrivacyOptions | None:
+    """``[privacy]``'s client half, for the mechanisms sites run (see :func:`check_deployable`)."""
+    if spec is None:
+        return None
+    check_deployable(spec)
+    return PrivacyOptions(
+        spec.mechanism, spec.clip, spec.noise_multiplier,
+        spec.target_quantile, spec.clip_learning_rate, spec.count_stddev,
+    )  # fmt: skip
+
+
+def check_deployable(spec: PrivacySpec) -> None:
+    """Refuse, naming ``privacy.mechanism`` and why, a mechanism whose client half sites do not
+    run yet."""
+    reasons = {
+        "distributed": "the distributed discrete Gaussian needs every site to add its noise "
+        "share inside secure aggregation, which deployed sites do not do yet",
+        "local": "record-level DP-SGD would run in each site's own training loop, and the "
+        "server could not check that it did",
+    }
+    if spec.mechanism in reasons:
+        raise ExperimentError(
+            ("privacy", "mechanism"),
+            f"{spec.mechanism!r} cannot be deployed yet: {reasons[spec.mechanism]}; deploy "
+            '"gaussian" (central DP: sites clip, the server adds noise and checks every '
+            "update's norm), or run this experiment in simulation (`fedloom run`)",
+        )
 
 
 def site_algorithm(config: TrainingConfig, model: Model) -> Algorithm:
@@ -47,9 +80,27 @@ def site_algorithm(config: TrainingConfig, model: Model) -> Algorithm:
         train = TrainSpec(**dict(config.train))  # type: ignore[arg-type]
         stages = tuple(StageSpec(s.kind, dict(s.options)) for s in config.stages)
         algorithm = AlgorithmSpec(config.algorithm, _nested(config.algorithm_options))
-        return algorithm.build(train.work(model), stages)
+        built = algorithm.build(train.work(model), stages)
+        if config.privacy is None:
+            return built
+        return built.with_privacy(_clipping(config.privacy))
     except (ExperimentError, TypeError) as error:
         raise ValueError(f"the server's training configuration: {error}") from None
+
+
+def _clipping(options: PrivacyOptions) -> Stage:
+    """The run's privacy stage as a site runs it: only its client half (clipping, and the
+    adaptive bound's report) is ever called here. The server's sampling is not the site's to
+    know, so it stands in with a placeholder the client half never reads."""
+    from fedloom import privacy
+
+    spec = PrivacySpec(
+        options.mechanism, options.clip, options.noise_multiplier,
+        options.target_quantile, options.clip_learning_rate, options.count_stddev,
+    )  # fmt: skip
+    stage = spec.stage(privacy.poisson_sampling(population=1, rate=1.0))
+    assert stage is not None  # "gaussian": PrivacyOptions accepts nothing else
+    return stage
 
 
 def client_program(config: TrainingConfig, model: Model) -> ClientProgram:

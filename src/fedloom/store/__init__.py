@@ -16,7 +16,7 @@ from fedloom.store.audit import AuditEntry, AuditProblem, AuditTrail, Verificati
 from fedloom.store.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
 from fedloom.store.control import StopRequest
 from fedloom.store.errors import StoreError
-from fedloom.store.runstore import FINAL_STATUSES, RunInfo, RunStore
+from fedloom.store.runstore import FINAL_STATUSES, RunInfo, RunOwner, RunStore
 from fedloom.store.schema import SCHEMA_VERSION
 from fedloom.store.version import code_version
 
@@ -28,6 +28,7 @@ __all__ = [
     "AuditTrail",
     "Checkpoint",
     "RunInfo",
+    "RunOwner",
     "RunStore",
     "StopRequest",
     "StoreError",

@@ -8,7 +8,9 @@ A :class:`RunStore` holds one connection: use it from one thread.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import socket
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +29,11 @@ from fedloom.store.errors import StoreError
 
 FINAL_STATUSES = ("completed", "failed", "interrupted")
 """How a run can end; a run is ``"running"`` from :meth:`RunStore.create_run` until then."""
+
+
+STALE_AFTER_S = 3600.0
+"""How long a run owned by a process on another machine may go without recording anything
+before readers show it as possibly stale."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,7 @@ class RunStore:
                         schema.INSERT_RUN,
                         (run_id, name, _iso(now), seed, code_version, config, config_format),
                     )
+                    _claim(conn, run_id)
                     return run_id
 
     def record_round(
@@ -142,6 +150,8 @@ class RunStore:
             if saved is not None:
                 conn.execute(schema.DELETE_CHECKPOINT, (run_id,))
                 conn.execute(schema.INSERT_CHECKPOINT, (run_id, *saved, _iso(_now())))
+            if conn.execute(schema.HAS_OWNERS).fetchone() is not None:
+                conn.execute(schema.BEAT, (_iso(_now()), run_id, *_this_process()))
 
     def finish(self, run_id: str, *, status: str, stopped: str = "") -> None:
         """Mark a run ended (``completed``, ``failed`` or ``interrupted``), with why it stopped."""
@@ -159,6 +169,7 @@ class RunStore:
         with transaction(self._connection, self.path) as conn:
             self._require_run(conn, run_id)
             conn.execute(schema.REOPEN_RUN, (run_id,))
+            _claim(conn, run_id)
 
     def runs(self) -> list[RunInfo]:
         """Every run, newest first."""
@@ -234,6 +245,37 @@ class RunStore:
             conn.executemany(
                 schema.INSERT_SITE, [(run_id, i, str(site)) for i, site in enumerate(sites)]
             )
+
+    def owner(self, run_id: str) -> RunOwner | None:
+        """The process that last created, reopened or recorded a round of the run (None for a
+        run recorded by a fedloom that kept no owners)."""
+        self._require_run(self._connection, run_id)
+        if not self._read(schema.HAS_OWNERS):
+            return None
+        rows = self._read(schema.SELECT_OWNER, (run_id,))
+        if not rows:
+            return None
+        host, pid, heartbeat = rows[0]
+        return RunOwner(str(host), int(pid), str(heartbeat))
+
+    def shown_status(self, info: RunInfo, *, stale_after: float = STALE_AFTER_S) -> str:
+        """``info.status`` as a reader should see it: a ``running`` run whose owning process on
+        this machine is gone is ``interrupted (stale: …)``; one owned elsewhere and silent for
+        more than ``stale_after`` seconds is ``stale? (…)``. The store itself is not changed:
+        resuming the run (``fedloom run --resume``, ``fedloom server``) marks it again."""
+        if info.status != "running":
+            return info.status
+        owner = self.owner(info.id)
+        if owner is None:
+            return info.status
+        if owner.host == socket.gethostname():
+            if _alive(owner.pid):
+                return info.status
+            return f"interrupted (stale: its process {owner.pid} is gone)"
+        silent = (_now() - datetime.fromisoformat(owner.heartbeat)).total_seconds()
+        if silent > stale_after:
+            return f"stale? (nothing from {owner.host} pid {owner.pid} for {silent / 60:.0f} min)"
+        return info.status
 
     def sites(self, run_id: str) -> list[str]:
         """A deployed run's site names by client index; empty for a simulated run."""
@@ -325,3 +367,34 @@ def _now() -> datetime:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class RunOwner:
+    """The process that writes a run: its machine's host name, its pid, and when it last wrote
+    (ISO 8601, UTC)."""
+
+    host: str
+    pid: int
+    heartbeat: str
+
+
+def _this_process() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
+def _claim(conn: sqlite3.Connection, run_id: str) -> None:
+    """Record this process as the run's owner (creating the ``owners`` table if needed)."""
+    conn.execute(schema.OWNERS_TABLE)
+    conn.execute(schema.CLAIM_RUN, (run_id, *_this_process(), _iso(_now())))
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one we may not signal still does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

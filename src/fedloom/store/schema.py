@@ -14,8 +14,15 @@ Schema version 1::
     sites(run_id → runs.id, client INTEGER, site TEXT, PRIMARY KEY (run_id, client))
         -- only once a deployed run records client i's certificate identity (SITES_TABLE)
 
+    owners(run_id PRIMARY KEY → runs.id, host TEXT, pid INTEGER, heartbeat TEXT)
+        -- the process that last created, reopened or recorded a round of the run (OWNERS_TABLE)
+
     audit(run_id → runs.id, seq INTEGER, kind TEXT, payload TEXT (canonical JSON), created,
           prev_hash TEXT, hash TEXT, PRIMARY KEY (run_id, seq))   -- see fedloom.store.audit
+
+The ``owners`` table was added the same way as ``sites`` (made by the first run that records
+its owner): it lets a reader tell a ``running`` run whose process is gone (killed with SIGKILL,
+a lost machine) from one that is alive.
 
 The ``audit`` table was added without a version change: it is made when a run first appends an
 audit entry (``CREATE TABLE IF NOT EXISTS``), so a store that never held one stays exactly as
@@ -165,3 +172,15 @@ DELETE_SITES = "DELETE FROM sites WHERE run_id = ?"
 INSERT_SITE = "INSERT INTO sites (run_id, client, site) VALUES (?, ?, ?)"
 SELECT_SITES = "SELECT site FROM sites WHERE run_id = ? ORDER BY client"
 HAS_SITES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'sites'"
+
+OWNERS_TABLE = """CREATE TABLE IF NOT EXISTS owners (
+        run_id TEXT PRIMARY KEY REFERENCES runs (id),
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        heartbeat TEXT NOT NULL
+    )"""
+"""Made when a run first records its owning process, so older stores stay as version 1 says."""
+HAS_OWNERS = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'owners'"
+CLAIM_RUN = "INSERT OR REPLACE INTO owners (run_id, host, pid, heartbeat) VALUES (?, ?, ?, ?)"
+BEAT = "UPDATE owners SET heartbeat = ? WHERE run_id = ? AND host = ? AND pid = ?"
+SELECT_OWNER = "SELECT host, pid, heartbeat FROM owners WHERE run_id = ?"

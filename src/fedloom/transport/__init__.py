@@ -9,7 +9,7 @@ import-linter contract forbids them elsewhere); the schema is ``proto/fedloom/v1
 from __future__ import annotations
 
 from fedloom.transport.codec import PROTOCOL_VERSION, ProtocolError
-from fedloom.transport.config import StageOptions, TrainingConfig
+from fedloom.transport.config import PRIVACY_FEATURE, PrivacyOptions, StageOptions, TrainingConfig
 from fedloom.transport.executor import GrpcExecutor, ServerCredentials
 from fedloom.transport.server import (
     DEFAULT_CHUNK_BYTES,
@@ -30,11 +30,13 @@ from fedloom.transport.view import FederationView, RoundView, SessionView
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "MAX_CHUNK_BYTES",
+    "PRIVACY_FEATURE",
     "PROTOCOL_VERSION",
     "Backoff",
     "FederationView",
     "GrpcExecutor",
     "PolicyRefused",
+    "PrivacyOptions",
     "Program",
     "ProtocolError",
     "RoundView",

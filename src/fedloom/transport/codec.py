@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from fedloom.core.layout import Layout, Vector
-from fedloom.transport.config import Scalar, StageOptions, TrainingConfig
+from fedloom.transport.config import PrivacyOptions, Scalar, StageOptions, TrainingConfig
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 
 PROTOCOL_VERSION = 1
@@ -112,7 +112,27 @@ def config_to_pb(config: TrainingConfig) -> pb.TrainingConfig:
             for s in config.stages
         ],
         loss=config.loss or "",
+        privacy=None if config.privacy is None else _privacy_to_pb(config.privacy),
     )
+
+
+def _privacy_to_pb(options: PrivacyOptions) -> pb.PrivacyConfig:
+    return pb.PrivacyConfig(
+        mechanism=options.mechanism,
+        clip=options.clip,
+        noise_multiplier=options.noise_multiplier,
+        target_quantile=options.target_quantile,
+        clip_learning_rate=options.clip_learning_rate,
+        count_stddev=options.count_stddev,
+    )
+
+
+def _privacy_from_pb(message: pb.PrivacyConfig) -> PrivacyOptions:
+    adaptive = {
+        name: getattr(message, name) if message.HasField(name) else None
+        for name in ("target_quantile", "clip_learning_rate", "count_stddev")
+    }
+    return PrivacyOptions(message.mechanism, message.clip, message.noise_multiplier, **adaptive)
 
 
 def config_from_pb(message: pb.TrainingConfig) -> TrainingConfig:
@@ -135,6 +155,7 @@ def config_from_pb(message: pb.TrainingConfig) -> TrainingConfig:
             algorithm_options=_options(message.algorithm_options),
             stages=tuple(StageOptions(s.kind, _options(s.options)) for s in message.stages),
             loss=message.loss or None,
+            privacy=_privacy_from_pb(message.privacy) if message.HasField("privacy") else None,
         )
     except ValueError as error:
         raise ProtocolError(f"training configuration: {error}") from None

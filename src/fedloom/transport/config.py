@@ -44,9 +44,51 @@ class StageOptions:
         object.__setattr__(self, "options", check_scalars(f"stage {self.kind!r}", self.options))
 
 
+PRIVACY_FEATURE = "dp.central.v1"
+"""The Hello feature of a site that runs the client half of central DP (:class:`PrivacyOptions`);
+a run with privacy refuses sites without it."""
+
+
+@dataclass(frozen=True)
+class PrivacyOptions:
+    """The client half of a run's differential privacy: central DP-FedAvg's clipping.
+
+    ``clip`` is the initial L2 bound (each round's travels with the task); ``noise_multiplier``
+    is the server's; the adaptive-clipping options, all three or none, make the site report
+    whether its update was within the bound."""
+
+    mechanism: str
+    clip: float
+    noise_multiplier: float
+    target_quantile: float | None = None
+    clip_learning_rate: float | None = None
+    count_stddev: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mechanism != "gaussian":
+            raise ValueError(
+                f"privacy mechanism {self.mechanism!r} does not run at sites; accepted: 'gaussian'"
+            )
+        for name in ("clip", "noise_multiplier", *ADAPTIVE):
+            value = getattr(self, name)
+            if value is None and name in ADAPTIVE:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"privacy {name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0 or (value == 0 and name != "count_stddev"):
+                raise ValueError(f"privacy {name} must be a finite number > 0, got {value!r}")
+        given = [name for name in ADAPTIVE if getattr(self, name) is not None]
+        if given and len(given) != len(ADAPTIVE):
+            raise ValueError(f"adaptive clipping needs all of {', '.join(ADAPTIVE)}; got {given}")
+
+
+ADAPTIVE = ("target_quantile", "clip_learning_rate", "count_stddev")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
-    """An experiment's ``[train]``, ``[algorithm]`` and ``[[stages]]`` settings, and the loss.
+    """An experiment's ``[train]``, ``[algorithm]``, ``[[stages]]`` and ``[privacy]`` settings,
+    and the loss.
 
     ``train`` holds :class:`fedloom.LocalSGD`'s options (``lr``, ``epochs`` or ``steps``,
     ``batch_size``, ``optimizer``, ``momentum``, ``weight_decay``); ``loss`` names the PyTorch
@@ -58,6 +100,8 @@ class TrainingConfig:
     algorithm_options: Mapping[str, Scalar] = field(default_factory=dict)
     stages: tuple[StageOptions, ...] = ()
     loss: str | None = None
+    privacy: PrivacyOptions | None = None
+    """Differential privacy's client half, run before the stages; None: no DP."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.algorithm, str) or not self.algorithm:

@@ -38,7 +38,7 @@ from fedloom.transport.codec import (
     layout_key,
     layout_key_from_pb,
 )
-from fedloom.transport.config import TrainingConfig
+from fedloom.transport.config import PRIVACY_FEATURE, TrainingConfig
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.secure_codec import FEATURE
 from fedloom.transport.session import Session, Traffic
@@ -266,6 +266,13 @@ class FederationService:
                 f"this run aggregates securely (secure_sum) and site {identity}'s client does not "
                 f"speak it (its Hello lists features {sorted(features)}, not {FEATURE!r}); "
                 "run a fedloom client with secure aggregation, not a relay",
+            )
+        if self.config.training.privacy is not None and PRIVACY_FEATURE not in features:
+            raise _Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this run has differential privacy and site {identity}'s client does not run "
+                f"its client half (its Hello lists features {sorted(features)}, not "
+                f"{PRIVACY_FEATURE!r}); run a fedloom client that clips, not a relay",
             )
         return identity, serial, subject, features, held_from_pb(hello)
 

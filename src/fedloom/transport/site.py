@@ -2,7 +2,9 @@
 
 The site only makes outbound connections, so it can sit behind a firewall. It reconnects after
 any lost connection with exponential backoff and jitter, and keeps its client program (and so
-its kept state, such as SCAFFOLD's control variate) across reconnections. A refusal that
+its kept state, such as SCAFFOLD's control variate) across reconnections within one run; a
+Welcome for another run builds a new program (``prepare`` may read :attr:`Site.run_id` to find
+state the site kept on disk for that run). A refusal that
 retrying cannot fix (a revoked or unknown certificate, a model that does not match the run's)
 ends it with :class:`SiteRefused`; a finished run ends it normally. Secure aggregation's rounds
 are answered by :class:`~fedloom.transport.secure_site.SecureSite` (the simulators' client code).
@@ -45,7 +47,7 @@ from fedloom.transport.codec import (
     payload_chunks,
     stage_config_from_pb,
 )
-from fedloom.transport.config import TrainingConfig
+from fedloom.transport.config import PRIVACY_FEATURE, TrainingConfig
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.secure_codec import FEATURE, reply_to_pb
 from fedloom.transport.secure_site import SecureSite
@@ -154,6 +156,9 @@ class Site:
     region's updates)."""
     policy: SitePolicy | None = None
     """The site's own policy: the run's terms are checked against it before any task."""
+    private: bool = True
+    """Whether the site runs the client half of a run's differential privacy (clipping) when
+    its configuration asks for it (a relay does not: it forwards its region's mean)."""
 
     def __post_init__(self) -> None:
         self._secure = SecureSite(self.layout.size)
@@ -163,6 +168,9 @@ class Site:
         self._joined = False
         self.terms: RunTerms | None = None
         """The run's terms as the server's latest Welcome stated them (a relay passes them on)."""
+        self.run_id: str | None = None
+        """The run the site's program was built for (the server's Welcome names it); ``prepare``
+        may read it, to find the state a site kept for this run."""
 
     def run(self) -> str:
         """Take part until the run ends; return the server's closing reason."""
@@ -238,7 +246,10 @@ class Site:
                 protocol_version=PROTOCOL_VERSION,
                 site=self.name,
                 layout=layout_to_pb(self.layout),
-                features=[FEATURE] if self.secure else [],
+                features=[
+                    *([FEATURE] if self.secure else []),
+                    *([PRIVACY_FEATURE] if self.private else []),
+                ],
                 held=_held(self._program),
             )
             await write(pb.SiteMessage(hello=hello))
@@ -290,7 +301,10 @@ class Site:
         if not 1024 <= welcome.chunk_bytes <= MAX_CHUNK_BYTES:
             raise ProtocolError(f"server chunk size {welcome.chunk_bytes} out of range")
         config = config_from_pb(welcome.config)
-        if self._program is None or config != self._config:
+        if self._program is None or config != self._config or welcome.run != self.run_id:
+            # A new run (or configuration) starts from a new program: state kept for one run
+            # means nothing in another.
+            self.run_id = welcome.run
             try:
                 self._program = self.prepare(config)
             except ValueError as error:

@@ -183,7 +183,7 @@ class Refusal(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class TrainingConfig(_message.Message):
-    __slots__ = ("algorithm", "algorithm_options", "train", "stages", "loss")
+    __slots__ = ("algorithm", "algorithm_options", "train", "stages", "loss", "privacy")
     class AlgorithmOptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -196,12 +196,30 @@ class TrainingConfig(_message.Message):
     TRAIN_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
     algorithm: str
     algorithm_options: _containers.MessageMap[str, Scalar]
     train: LocalTraining
     stages: _containers.RepeatedCompositeFieldContainer[StageConfig]
     loss: str
-    def __init__(self, algorithm: _Optional[str] = ..., algorithm_options: _Optional[_Mapping[str, Scalar]] = ..., train: _Optional[_Union[LocalTraining, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[StageConfig, _Mapping]]] = ..., loss: _Optional[str] = ...) -> None: ...
+    privacy: PrivacyConfig
+    def __init__(self, algorithm: _Optional[str] = ..., algorithm_options: _Optional[_Mapping[str, Scalar]] = ..., train: _Optional[_Union[LocalTraining, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[StageConfig, _Mapping]]] = ..., loss: _Optional[str] = ..., privacy: _Optional[_Union[PrivacyConfig, _Mapping]] = ...) -> None: ...
+
+class PrivacyConfig(_message.Message):
+    __slots__ = ("mechanism", "clip", "noise_multiplier", "target_quantile", "clip_learning_rate", "count_stddev")
+    MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_STDDEV_FIELD_NUMBER: _ClassVar[int]
+    mechanism: str
+    clip: float
+    noise_multiplier: float
+    target_quantile: float
+    clip_learning_rate: float
+    count_stddev: float
+    def __init__(self, mechanism: _Optional[str] = ..., clip: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., target_quantile: _Optional[float] = ..., clip_learning_rate: _Optional[float] = ..., count_stddev: _Optional[float] = ...) -> None: ...
 
 class LocalTraining(_message.Message):
     __slots__ = ("lr", "epochs", "steps", "batch_size", "optimizer", "momentum", "weight_decay")
