@@ -3,6 +3,7 @@ every update it sums was clipped; the mechanisms sites cannot run yet are refuse
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,18 @@ from deploy_helpers import (
     write_site_data,
 )
 
+from fedloom.algorithms import ClientProgram
+from fedloom.auditing import AuditingExecutor
 from fedloom.cli import main
 from fedloom.core.messages import Broadcast, ClientResult
+from fedloom.data import ClientData
 from fedloom.deploy.clip_check import ClipCheck
-from fedloom.engine.tasks import Failure, Reply, Task, TrainTask
+from fedloom.engine.tasks import Executor, Failure, Reply, StreamingExecutor, Task, TrainTask
+from fedloom.executors import InProcessExecutor
 from fedloom.experiment import Experiment
 from fedloom.runner import run_experiment
 from fedloom.store import RunStore
+from fedloom.testing import check_executor
 
 SITES = ["site-a", "site-b", "site-c"]
 # A bound well below the updates' natural norms (about 0.5 here), so clipping decides the run,
@@ -195,3 +201,23 @@ def test_sites_build_the_simulations_privacy_stage() -> None:
     clipped, metrics = theirs.client(update, {"clip": 0.1}, np.random.default_rng(0))
     assert np.isclose(np.linalg.norm(clipped), 0.1, rtol=1e-6)
     assert metrics == {"unclipped": -0.5}
+
+
+def test_the_clip_check_keeps_a_streaming_executor_streaming() -> None:
+    """Behind the check, a streaming executor still hands each reply over as it arrives (so a
+    deployed DP round folds updates instead of stacking them), and the check's verdicts are the
+    same either way."""
+
+    def make(program: ClientProgram, clients: Sequence[ClientData]) -> Executor:
+        return ClipCheck(AuditingExecutor(InProcessExecutor(program, clients)), initial=1e9)
+
+    check_executor(make)  # a bound no update reaches: the check passes everything through
+    results = [_result([3, 4, 0, 0]), _result([0.6, 0.8, 0, 0])]
+    check = ClipCheck(AuditingExecutor(Replies(list(results))), initial=2.0)
+    assert isinstance(check, StreamingExecutor)
+    tasks: list[Task] = [_task(0, 2.0), _task(1, 2.0)]
+    streamed: list[Reply | None] = [None, None]
+    check.run_each(tasks, lambda position, reply: streamed.__setitem__(position, reply))
+    assert isinstance(streamed[0], Failure)
+    assert "exceeds the round's clipping bound 2" in streamed[0].reason
+    assert streamed[1] is results[1]

@@ -15,13 +15,14 @@ was calibrated to.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedloom.core.messages import ClientResult, ClientState
-from fedloom.engine.tasks import Executor, Failure, Reply, Task, TrainTask
+from fedloom.engine.delta import HeldModels
+from fedloom.engine.tasks import Consume, Executor, Failure, Reply, Task, TrainTask, run_each
 
 log = logging.getLogger("fedloom.server")
 
@@ -47,18 +48,30 @@ class ClipCheck:
         states: dict[int, ClientState] = getattr(self.inner, "states")  # noqa: B009
         return states
 
+    def held_models(self, clients: Sequence[int]) -> Mapping[int, tuple[int, bytes]] | None:
+        """What the inner executor's sites say they hold from a delta broadcast, if it knows
+        (:class:`fedloom.engine.delta.HeldModels`)."""
+        inner = self.inner
+        return inner.held_models(clients) if isinstance(inner, HeldModels) else None
+
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         replies = self.inner.run(tasks)
-        checked: list[Reply] = []
-        for task, reply in zip(tasks, replies, strict=True):
-            if isinstance(task, TrainTask) and isinstance(reply, ClientResult):
-                reason = self.problem(task, reply)
-                if reason is not None:
-                    who = self.names[task.client] if task.client < len(self.names) else task.client
-                    log.warning("round %d: site %s: %s", task.broadcast.round, who, reason)
-                    reply = Failure(reason)
-            checked.append(reply)
-        return checked
+        return [self._checked(task, reply) for task, reply in zip(tasks, replies, strict=True)]
+
+    def run_each(self, tasks: Sequence[Task], consume: Consume) -> None:
+        """The inner executor's :func:`~fedloom.engine.tasks.run_each`, each reply checked as it
+        passes, so a streaming executor stays streaming behind the check."""
+        run_each(self.inner, tasks, lambda p, reply: consume(p, self._checked(tasks[p], reply)))
+
+    def _checked(self, task: Task, reply: Reply) -> Reply:
+        if not (isinstance(task, TrainTask) and isinstance(reply, ClientResult)):
+            return reply
+        reason = self.problem(task, reply)
+        if reason is None:
+            return reply
+        who = self.names[task.client] if task.client < len(self.names) else task.client
+        log.warning("round %d: site %s: %s", task.broadcast.round, who, reason)
+        return Failure(reason)
 
     def problem(self, task: TrainTask, reply: ClientResult) -> str | None:
         """Why ``reply`` cannot have been clipped as ``task`` asked, or None."""
