@@ -2,14 +2,17 @@
 
 No code travels, so the sites cannot be sent the algorithm itself. :func:`describe` writes its
 client side as the typed configuration a site builds its program from (the recipe's name, local
-SGD's settings, FedProx's ``mu``, the ``clip`` stages, central DP's clipping), then builds that
-program as a site would, on the same model, and refuses the algorithm unless the two are the
-same: a site can only ever run exactly what the server's algorithm would run in simulation.
+SGD's settings, FedProx's ``mu``, every stage a run file can name — ``clip``, the codecs,
+``secure_sum`` — central DP's clipping, and the broadcast codec with its delta window), then
+builds that program as a site would, on the same model, and refuses the algorithm unless the
+two are the same: a site can only ever run exactly what the server's algorithm would run in
+simulation.
 What the server keeps to itself (its optimizer, the reducer, the noise) is never described.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -19,18 +22,22 @@ from typing import TYPE_CHECKING
 from fedloom.algorithms import ALGORITHMS, Algorithm
 from fedloom.client import LocalSGD
 from fedloom.client.work import Array
+from fedloom.compression import Codec, Rotated, compress
 from fedloom.core.layout import Vector
 from fedloom.deploy.live import FederationLive
 from fedloom.deploy.server import Plan, ServerOptions, serve_plan
-from fedloom.deploy.training import site_algorithm
+from fedloom.deploy.training import flat_options, site_algorithm
 from fedloom.engine import Target, schedule
 from fedloom.engine.sampling import Sampler
+from fedloom.experiment.compression_spec import BROADCAST_CODECS, BROADCAST_OPTION, DELTA_WINDOW
+from fedloom.experiment.specs import STAGES
 from fedloom.policy import Admission, RunTerms
 from fedloom.runner import Outcome, RoundObserver
-from fedloom.stages import ClipByNorm, Stage
+from fedloom.stages import Stage
 from fedloom.store import RunStore, code_version
 from fedloom.store.audit import digest
 from fedloom.transport import PrivacyOptions, StageOptions, TrainingConfig
+from fedloom.transport.config import Scalar, check_scalars
 
 if TYPE_CHECKING:
     from fedloom.privacy import PrivacyBudget
@@ -53,29 +60,28 @@ def describe(algorithm: Algorithm, *, loss: str | None = None) -> TrainingConfig
             f"algorithm {algorithm.name!r} is not a recipe sites know; accepted: "
             f"{sorted(ALGORITHMS)}"
         )
-    if algorithm.broadcast is not None:
-        raise ValueError(
-            "a broadcast codec cannot be described to sites from Python yet; deploy it from an "
-            "experiment file (`fedloom server`, [algorithm] broadcast)"
-        )
     train = {k: getattr(work, k) for k in _TRAIN_FIELDS if getattr(work, k) is not None}
-    options = {"mu": work.prox_mu} if algorithm.name == "fedprox" else {}
+    options: dict[str, object] = {"mu": work.prox_mu} if algorithm.name == "fedprox" else {}
+    if algorithm.broadcast is not None:
+        options[BROADCAST_OPTION] = _broadcast_table(
+            algorithm.broadcast, algorithm.broadcast_window
+        )
     privacy: PrivacyOptions | None = None
     stages: list[StageOptions] = []
     for position, stage in enumerate(algorithm.stages):
         central = _central_dp(stage)
         if central is not None and position == 0:
             privacy = central
-        elif isinstance(stage, ClipByNorm) and stage.name == "clip":
-            stages.append(StageOptions("clip", {"bound": stage.bound}))
-        else:
-            raise ValueError(
-                f"stage {stage.name!r} ({type(stage).__name__}) cannot be described to sites "
-                "from Python yet (accepted: clip_by_norm, and fedloom.privacy.central_gaussian "
-                "first); deploy it from an experiment file (`fedloom server`)"
-            )
+            continue
+        kind = _described(f"stage {stage.name!r} ({type(stage).__name__})", stage, STAGES)
+        stages.append(StageOptions(kind, _options(stage, STAGES[kind])))
     config = TrainingConfig(
-        algorithm.name, train, options, stages=tuple(stages), loss=loss, privacy=privacy
+        algorithm.name,
+        train,
+        check_scalars("algorithm", flat_options(options)),
+        stages=tuple(stages),
+        loss=loss,
+        privacy=privacy,
     )
     _check_same_program(algorithm, config)
     return config
@@ -99,21 +105,86 @@ def _central_dp(stage: Stage) -> PrivacyOptions | None:
     )  # fmt: skip
 
 
+def _described(
+    what: str,
+    stage: Stage,
+    kinds: Mapping[str, Callable[..., Stage]],
+    same: Callable[[Stage], bool] | None = None,
+) -> str:
+    """The run-file kind whose factory, given ``stage``'s own settings, builds ``stage`` again
+    (or a stage ``same`` accepts); ValueError naming ``what`` when none does (a stage of the
+    user's own, say)."""
+    for kind, factory in kinds.items():
+        try:
+            built = factory(**_options(stage, factory))
+        except (TypeError, ValueError):
+            continue
+        if same(built) if same is not None else built == stage:
+            return kind
+    raise ValueError(
+        f"{what} cannot be described to sites: no run-file kind builds it (accepted: "
+        f"{sorted(kinds)}, each with its factory's options); sites build their program from "
+        "values, so serve stages made by fedloom's own factories"
+    )
+
+
+def _broadcast_table(codec: Codec, window: int | None) -> dict[str, Scalar]:
+    """The run file's ``broadcast`` table for ``codec`` (and a delta broadcast's ``window``)."""
+    stage = compress(codec)
+    kind = _described(
+        "the broadcast codec", stage, BROADCAST_CODECS, lambda b: getattr(b, "codec", None) == codec
+    )
+    table: dict[str, Scalar] = {"kind": kind}
+    table.update(_options(stage, BROADCAST_CODECS[kind]))
+    table.pop("name", None)  # a stage's, not a codec's (error_feedback stays: always false here)
+    if window is not None:
+        table[DELTA_WINDOW] = window
+    return table
+
+
+def _options(stage: Stage, factory: Callable[..., Stage]) -> dict[str, Scalar]:
+    """``factory``'s keyword arguments, read off ``stage`` (and off a codec stage's codec: a
+    rotated codec's inner settings, ``rotate`` and ``block``) by the arguments' names; unset
+    (None) ones are left to their defaults."""
+    found: dict[str, object] = dict(vars(stage))
+    codec = getattr(stage, "codec", None)
+    if codec is not None:
+        rotated = isinstance(codec, Rotated)
+        found.update(vars(codec.inner) if rotated else vars(codec))
+        found["rotate"] = rotated
+        if rotated:
+            found["block"] = codec.block
+    names = inspect.signature(factory).parameters
+    return {
+        k: v
+        for k, v in found.items()
+        if k in names and v is not None and isinstance(v, bool | int | float | str)
+    }
+
+
 def _check_same_program(algorithm: Algorithm, config: TrainingConfig) -> None:
     """Refuse ``config`` unless a site building from it runs ``algorithm``'s client program."""
     work = algorithm.work
     try:
-        rebuilt = site_algorithm(config, work.model).client
+        rebuilt = site_algorithm(config, work.model)
     except ValueError as error:
         raise ValueError(
             f"sites could not build this algorithm's client program: {error}"
         ) from None
     skip = 1 if config.privacy is not None else 0  # the noise's sampling is the server's only
-    if rebuilt.work != work or rebuilt.stages[skip:] != algorithm.stages[skip:]:
+    if rebuilt.client.work != work or rebuilt.client.stages[skip:] != algorithm.stages[skip:]:
         raise ValueError(
             "sites would build a different client program from this algorithm's description "
-            f"(they would run {rebuilt.work!r} with stages {rebuilt.stages!r}); build the "
-            "algorithm with a recipe (fl.fedavg, fl.fedprox, …) on fl.local_sgd"
+            f"(they would run {rebuilt.client.work!r} with stages {rebuilt.client.stages!r}); "
+            "build the algorithm with a recipe (fl.fedavg, fl.fedprox, …) on fl.local_sgd"
+        )
+    if (rebuilt.broadcast, rebuilt.broadcast_window) != (
+        algorithm.broadcast,
+        algorithm.broadcast_window,
+    ):
+        raise ValueError(
+            "sites would decode the broadcast differently from this algorithm's description "
+            f"(with {rebuilt.broadcast!r}, delta window {rebuilt.broadcast_window})"
         )
 
 

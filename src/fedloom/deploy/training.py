@@ -32,7 +32,9 @@ def training_config(experiment: Experiment, *, task: str) -> TrainingConfig:
         return TrainingConfig(
             algorithm=experiment.algorithm.name,
             train={k: v for k, v in train.items() if v is not None},
-            algorithm_options=check_scalars("algorithm", _flat(experiment.algorithm.options)),
+            algorithm_options=check_scalars(
+                "algorithm", flat_options(experiment.algorithm.options)
+            ),
             stages=tuple(
                 StageOptions(s.kind, check_scalars(f"stage {s.kind}", s.options))
                 for s in experiment.stages
@@ -111,7 +113,7 @@ def client_program(config: TrainingConfig, model: Model) -> ClientProgram:
 _PREFIX = BROADCAST_OPTION + "."
 
 
-def _flat(options: Mapping[str, object]) -> dict[str, object]:
+def flat_options(options: Mapping[str, object]) -> dict[str, object]:
     """``broadcast = { kind = "uniform", bits = 8 }`` as the scalars ``broadcast = "uniform"``
     and ``broadcast.bits = 8``, which cross the wire; other options as they are."""
     flat = {k: v for k, v in options.items() if k != BROADCAST_OPTION}
@@ -125,7 +127,7 @@ def _flat(options: Mapping[str, object]) -> dict[str, object]:
 
 
 def _nested(options: Mapping[str, object]) -> dict[str, Any]:
-    """:func:`_flat`'s options folded back into the ``broadcast`` table."""
+    """:func:`flat_options`'s options folded back into the ``broadcast`` table."""
     nested: dict[str, Any] = {k: v for k, v in options.items() if not k.startswith(_PREFIX)}
     extra = {k[len(_PREFIX) :]: v for k, v in options.items() if k.startswith(_PREFIX)}
     if extra:
