@@ -123,6 +123,16 @@ class Encoding(Protocol):
         ...
 
 
+def clip_to_norm(update: Vector, bound: float) -> tuple[Vector, float]:
+    """``u · min(1, bound / ‖u‖)`` as float32, and ``‖u‖``: the norm and the product in
+    float64, so every clipping client stage (:class:`ClipByNorm`, central and distributed DP's
+    client halves) gives the same bits for the same update."""
+    norm = float(np.linalg.norm(update.astype(np.float64)))
+    scale = min(1.0, bound / norm) if norm > 0 else 1.0
+    clipped = (update.astype(np.float64) * scale).astype(np.float32)
+    return clipped, norm
+
+
 @dataclass(frozen=True)
 class ClipByNorm:
     """Scale each client's update to L2 norm at most ``bound``: ``u · min(1, bound / ‖u‖)``.
@@ -151,10 +161,8 @@ class ClipByNorm:
         self, update: Vector, config: Mapping[str, float], rng: np.random.Generator
     ) -> tuple[Vector, dict[str, float]]:
         bound = config.get("bound", self.bound)
-        norm = float(np.linalg.norm(update.astype(np.float64)))
-        scale = min(1.0, bound / norm) if norm > 0 else 1.0
-        clipped = (update * np.float32(scale)).astype(np.float32)
-        return clipped, {"norm": norm, "clipped": float(scale < 1.0)}
+        clipped, norm = clip_to_norm(update, bound)
+        return clipped, {"norm": norm, "clipped": float(norm > bound)}
 
     def server(
         self, aggregate: Vector, state: StageState, client_metrics: Sequence[Mapping[str, float]]

@@ -166,3 +166,18 @@ def test_adaptive_clipping_without_count_noise_claims_no_epsilon() -> None:
     stage = _stage(adaptive=privacy.AdaptiveClipping(count_stddev=0.0))
     with pytest.raises(ValueError, match="count_stddev > 0"):
         stage.round_event()
+
+
+@given(
+    update=hnp.arrays(np.float32, st.integers(1, 40), elements=st.floats(-1e3, 1e3, width=32)),
+    bound=st.floats(1e-3, 1e3),
+)
+def test_dp_clips_exactly_as_the_clip_stage_does(update: np.ndarray, bound: float) -> None:
+    """One clipping for every client stage: DP's client half and ``clip_by_norm`` give the
+    same bits, so a run that swaps one for the other changes only the noise."""
+    rng = np.random.default_rng(0)
+    private, _ = _stage(clip=bound).client(update, {"clip": bound}, rng)
+    plain, metrics = fl.clip_by_norm(bound).client(update, {"bound": bound}, rng)
+    np.testing.assert_array_equal(private, plain)
+    assert private.dtype == plain.dtype == np.float32
+    assert metrics["clipped"] == float(np.linalg.norm(update.astype(np.float64)) > bound)

@@ -33,7 +33,7 @@ from fedloom.core import validate
 from fedloom.core.layout import Layout, Vector
 from fedloom.privacy.accounting import DpEvent, sampled_gaussian
 from fedloom.privacy.sampling import Sampling
-from fedloom.stages import StageState, StageTraits
+from fedloom.stages import StageState, StageTraits, clip_to_norm
 
 _UNCLIPPED = "unclipped"
 
@@ -155,14 +155,6 @@ class CentralGaussian:
             next_bound = adapt_clip(bound, fraction, self.adaptive)
             metrics["unclipped_fraction"] = fraction
         return mean, {"clip": next_bound, "round": round_ + 1}, metrics
-
-
-def clip_to_norm(update: Vector, bound: float) -> tuple[Vector, float]:
-    """``u · min(1, bound / ‖u‖)`` and ``‖u‖`` (computed in float64)."""
-    norm = float(np.linalg.norm(update.astype(np.float64)))
-    scale = min(1.0, bound / norm) if norm > 0 else 1.0
-    clipped = (update.astype(np.float64) * scale).astype(np.float32)
-    return clipped, norm
 
 
 def adapt_clip(bound: float, unclipped_fraction: float, adaptive: AdaptiveClipping) -> float:

@@ -38,7 +38,6 @@ import numpy as np
 from fedloom.core import validate
 from fedloom.core.layout import Layout, Vector
 from fedloom.privacy.accounting import DpEvent
-from fedloom.privacy.central import clip_to_norm
 from fedloom.privacy.discrete import (
     centered,
     conditional_round,
@@ -47,7 +46,7 @@ from fedloom.privacy.discrete import (
     rounding_bound,
 )
 from fedloom.privacy.sampling import Sampling
-from fedloom.stages import StageState, StageTraits
+from fedloom.stages import StageState, StageTraits, clip_to_norm
 
 
 @dataclass(frozen=True)
