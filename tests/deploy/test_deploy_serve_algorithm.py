@@ -53,13 +53,7 @@ def test_served_algorithm_with_central_dp_equals_its_simulation(tmp_path: Path) 
     fed = federation(tmp_path / "fed", SITES)
     port = free_port()
     sites = [start_site(tmp_path, port, fed, s, d) for s, d in zip(SITES, paths, strict=True)]
-    options = ServerOptions(
-        address=f"127.0.0.1:{port}", sites=tuple(SITES), verifier=Verifier(fed.root),
-        credentials=ServerCredentials(
-            certificate=fed.cert("server").read_bytes(), key=fed.key("server").read_bytes(),
-            ca=fed.ca_cert.read_bytes(),
-        ),
-    )  # fmt: skip
+    options = _options(fed, port)
     try:
         with RunStore.open(tmp_path / "runs.db") as store:
             outcome = fl.serve(  # type: ignore[operator]
