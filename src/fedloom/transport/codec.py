@@ -31,8 +31,11 @@ class ProtocolError(Exception):
     """A message that breaks the fedloom protocol; the session that sent it is closed."""
 
 
-def wire_bytes(message: pb.SiteMessage | pb.ServerMessage) -> int:
-    """Bytes ``message`` occupies in the gRPC stream: serialized size plus framing."""
+def wire_bytes(message: pb.SiteMessage | pb.ServerMessage | bytes) -> int:
+    """Bytes ``message`` (or a serialized one) occupies in the gRPC stream: serialized size
+    plus framing."""
+    if isinstance(message, bytes):
+        return len(message) + FRAME_BYTES
     return int(message.ByteSize()) + FRAME_BYTES
 
 
@@ -210,6 +213,58 @@ def chunks(task: int, vector: Vector, chunk_bytes: int) -> Iterator[pb.Chunk]:
     view = data.data.cast("B")
     for start in range(0, len(view), chunk_bytes):
         yield pb.Chunk(task=task, data=view[start : start + chunk_bytes].tobytes())
+
+
+WireMessage = bytes
+"""A ``ServerMessage`` already serialized (:func:`chunk_messages`); the server's stream writes
+it as it is."""
+
+_CHUNK_FIELD = b"\x32"  # ServerMessage.chunk (and SiteMessage.chunk): field 6, length-delimited
+_TASK_FIELD = b"\x08"  # Chunk.task: field 1, varint
+_DATA_FIELD = b"\x12"  # Chunk.data: field 2, length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(low)
+            return bytes(out)
+        out.append(low | 0x80)
+
+
+def chunk_message(task: int, data: bytes | memoryview) -> WireMessage:
+    """``ServerMessage(chunk=Chunk(task=task, data=data))`` serialized, byte for byte what
+    protobuf writes, with ``data`` (a slice of a vector, say) copied once, straight into the
+    message's bytes: protobuf would copy it into a message and again to serialize it, for every
+    chunk of every site's copy of the model."""
+    size = len(data)
+    body = (_TASK_FIELD + _varint(task) if task else b"") + _DATA_FIELD + _varint(size)
+    return _CHUNK_FIELD + _varint(len(body) + size) + body + data
+
+
+def chunk_messages(task: int, vector: Vector, chunk_bytes: int) -> Iterator[WireMessage]:
+    """:func:`chunks` as serialized ``ServerMessage`` s (:func:`chunk_message`), made one at a
+    time from views of ``vector``."""
+    data = np.ascontiguousarray(vector, dtype="<f4")
+    view = data.data.cast("B")
+    for start in range(0, len(view), chunk_bytes):
+        yield chunk_message(task, view[start : start + chunk_bytes])
+
+
+def payload_chunk_messages(task: int, payload: bytes, chunk_bytes: int) -> Iterator[WireMessage]:
+    """:func:`payload_chunks` as serialized ``ServerMessage`` s."""
+    view = memoryview(payload)
+    for start in range(0, len(view), chunk_bytes):
+        yield chunk_message(task, view[start : start + chunk_bytes])
+
+
+def serialize_server_message(message: pb.ServerMessage | WireMessage) -> bytes:
+    """The server stream's serializer: a message's bytes, or a serialized one as it is."""
+    if isinstance(message, bytes):
+        return message
+    return bytes(message.SerializeToString())
 
 
 def payload_chunks(task: int, payload: bytes, chunk_bytes: int) -> Iterator[pb.Chunk]:
