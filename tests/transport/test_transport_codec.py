@@ -4,6 +4,7 @@ training configuration survives the round trip as plain values."""
 from __future__ import annotations
 
 import re
+import tracemalloc
 from dataclasses import replace
 
 import numpy as np
@@ -52,6 +53,27 @@ def test_serialized_chunks_reassemble_like_message_chunks() -> None:
     for message in messages:
         receiver.add(pb.ServerMessage.FromString(message).chunk)
     np.testing.assert_array_equal(receiver.result()["w"], vector)
+
+
+def test_a_receiver_allocates_its_vectors_at_their_first_chunk() -> None:
+    # A reply's header announces 40 MB of vectors and a 4 MB payload; nothing is allocated
+    # until chunks come (a reply waiting for an upload slot holds no buffer), then one vector.
+    announced = [
+        pb.VectorHeader(name="a", length=5_000_000),
+        pb.VectorHeader(name="b", length=5_000_000),
+    ]
+    tracemalloc.start()
+    try:
+        receiver = VectorReceiver(
+            7, announced, max_length=5_000_000, chunk_bytes=1 << 20, payload_length=4 << 20
+        )
+        waiting, _ = tracemalloc.get_traced_memory()
+        receiver.add(pb.Chunk(task=7, data=np.ones(1000, np.float32).tobytes()))
+        started, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert waiting < 1 << 20
+    assert 20_000_000 <= started < 21_000_000  # vector a only
 
 
 @settings(max_examples=60, deadline=None)

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from fedloom.core.layout import Layout, Vector
 from fedloom.transport.config import PrivacyOptions, Scalar, StageOptions, TrainingConfig
@@ -322,8 +323,11 @@ class VectorReceiver:
         self.task = task
         self.chunk_bytes = chunk_bytes
         self.names = names
-        self.vectors = [np.empty(int(h.length), dtype=np.float32) for h in announced]
-        self.payload = bytearray(payload_length)
+        self.lengths = [int(h.length) for h in announced]
+        # Allocated at their first chunk: a reply waiting for an upload slot holds no buffer.
+        self.vectors: list[npt.NDArray[np.float32] | None] = [None] * len(announced)
+        self.payload_length = payload_length
+        self.payload = bytearray()
         self._payload_filled = 0
         self._index = 0
         self._filled = 0
@@ -331,14 +335,14 @@ class VectorReceiver:
 
     @property
     def complete(self) -> bool:
-        return self._index >= len(self.vectors) and self._payload_filled == len(self.payload)
+        return self._index >= len(self.lengths) and self._payload_filled == self.payload_length
 
     def add(self, chunk: pb.Chunk) -> None:
         if chunk.task != self.task:
             raise ProtocolError(f"chunk for task {chunk.task} while receiving task {self.task}")
         if self.complete:
             raise ProtocolError(f"more chunks than task {self.task}'s vectors hold")
-        if self._index >= len(self.vectors):
+        if self._index >= len(self.lengths):
             self._add_payload(chunk.data)
             return
         size = len(chunk.data)
@@ -348,6 +352,9 @@ class VectorReceiver:
                 f"at most {self.chunk_bytes}"
             )
         target = self.vectors[self._index]
+        if target is None:
+            target = np.empty(self.lengths[self._index], dtype=np.float32)
+            self.vectors[self._index] = target
         count = size // 4
         if self._filled + count > len(target):
             raise ProtocolError(f"chunks overflow vector {self.names[self._index]!r}")
@@ -358,13 +365,17 @@ class VectorReceiver:
     def result(self) -> dict[str, Vector]:
         if not self.complete:
             raise ProtocolError(f"task {self.task}'s vectors are incomplete")
-        return dict(zip(self.names, self.vectors, strict=True))
+        vectors = [
+            np.empty(n, dtype=np.float32) if v is None else v  # None: no entries, so no chunk
+            for v, n in zip(self.vectors, self.lengths, strict=True)
+        ]
+        return dict(zip(self.names, vectors, strict=True))
 
     def payload_result(self) -> bytes | None:
         """The announced payload's bytes, or None if the message announced none."""
         if not self.complete:
             raise ProtocolError(f"task {self.task}'s payload is incomplete")
-        return bytes(self.payload) if self.payload else None
+        return bytes(self.payload) if self.payload_length else None
 
     def _add_payload(self, data: bytes) -> None:
         size = len(data)
@@ -372,15 +383,17 @@ class VectorReceiver:
             raise ProtocolError(
                 f"payload chunk of {size} bytes; chunks hold 1 to {self.chunk_bytes} bytes"
             )
-        if self._payload_filled + size > len(self.payload):
+        if self._payload_filled + size > self.payload_length:
             raise ProtocolError(
-                f"chunks overflow task {self.task}'s payload of {len(self.payload)} bytes"
+                f"chunks overflow task {self.task}'s payload of {self.payload_length} bytes"
             )
+        if not self.payload:
+            self.payload = bytearray(self.payload_length)
         self.payload[self._payload_filled : self._payload_filled + size] = data
         self._payload_filled += size
 
     def _skip_empty(self) -> None:
-        while self._index < len(self.vectors) and self._filled == len(self.vectors[self._index]):
+        while self._index < len(self.lengths) and self._filled == self.lengths[self._index]:
             self._index += 1
             self._filled = 0
 
