@@ -121,7 +121,7 @@ def run_secure_round(
     positions = draw(sampler, len(population), round_, seed)
     cohort = tuple(sorted({int(population[p]) for p in positions}))
     layout = algorithm.work.model.layout
-    params = state.params.copy()
+    params = state.params.view()  # never changed in place: a read-only view, not a copy
     params.flags.writeable = False
     if algorithm.broadcast_window is not None:
         params, sends, delta = broadcast_models(
