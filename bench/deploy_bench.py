@@ -40,9 +40,17 @@ def _peak_mb() -> float:
 
 
 def _layout(params: int):  # type: ignore[no-untyped-def]
-    from fedloom.core.layout import Field, Layout
+    from fedloom.linear import LinearRegression
 
-    return Layout((Field("w", (params,)),))
+    return LinearRegression(params - 1).layout  # the engine's model: weight and bias
+
+
+def _probe(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    if not args.probe:
+        return None
+    from memory_probe import Probe
+
+    return Probe(trace=args.probe == "trace")
 
 
 def server(args: argparse.Namespace) -> None:
@@ -61,11 +69,13 @@ def server(args: argparse.Namespace) -> None:
         sites=sites,
         verifier=Verifier(fed.root),
         heartbeat=60.0,
+        **({"uploads": args.uploads} if args.uploads else {}),
     )
     credentials = ServerCredentials(
         fed.cert("server").read_bytes(), fed.key("server").read_bytes(), fed.ca_cert.read_bytes()
     )
     params = np.random.default_rng(0).standard_normal(args.params).astype(np.float32)
+    probe = _probe(args)
     with GrpcExecutor(
         config, address=f"127.0.0.1:{args.port}", credentials=credentials, deadline=600
     ) as executor:
@@ -80,14 +90,107 @@ def server(args: argparse.Namespace) -> None:
 
             def consume(position: int, reply: object, fold: Fold = fold) -> None:
                 assert isinstance(reply, ClientResult), reply
+                if probe is not None:
+                    probe.phase("fold")
                 fold.add(reply.update, reply.num_examples)
+                if probe is not None:
+                    probe.phase("send and receive")
 
+            if probe is not None:
+                probe.phase("send and receive")
             executor.run_each(tasks, consume)  # as the engine's streamed rounds do
+            if probe is not None:
+                probe.phase("result")
             params = fold.result()
             seconds = time.perf_counter() - started
             down, up = (a - b for a, b in zip(executor.traffic(), before, strict=True))
             rounds.append({"seconds": seconds, "bytes_down": down, "bytes_up": up})
-    print(json.dumps({"rounds": rounds, "peak_mb": _peak_mb()}), flush=True)
+    _finish(rounds, probe)
+
+
+def _finish(rounds: list[dict[str, float]], probe: object) -> None:
+    out: dict[str, object] = {"rounds": rounds, "peak_mb": _peak_mb()}
+    if probe is not None:
+        out["probe"] = probe.report()  # type: ignore[attr-defined]
+    print(json.dumps(out), flush=True)
+
+
+def engine_server(args: argparse.Namespace) -> None:
+    """The real server: ``fl.serve`` (the engine's streamed rounds, the run store with a
+    checkpoint every round, the audit trail's hashes, federated evaluation) on a linear model of
+    ``--params`` parameters, FedAvg over every site each round."""
+    import fedloom as fl
+    from fedloom.deploy import ServerOptions
+    from fedloom.linear import LinearRegression
+    from fedloom.pki import Federation, Verifier
+    from fedloom.store import RunStore
+    from fedloom.transport import ServerCredentials
+
+    probe = _probe(args)
+    if probe is not None:
+        _phases(probe)
+    fed = Federation(Path(args.federation))
+    sites = tuple(f"site-{i}" for i in range(args.sites))
+    options = ServerOptions(
+        address=f"127.0.0.1:{args.port}",
+        sites=sites,
+        credentials=ServerCredentials(
+            fed.cert("server").read_bytes(),
+            fed.key("server").read_bytes(),
+            fed.ca_cert.read_bytes(),
+        ),
+        verifier=Verifier(fed.root),
+        deadline=600,
+        heartbeat=60.0,
+        **({"uploads": args.uploads} if args.uploads else {}),
+    )
+    algorithm = fl.fedavg(fl.local_sgd(LinearRegression(args.params - 1), lr=0.1))
+    rounds: list[dict[str, float]] = []
+
+    def on_round(record, state) -> None:  # type: ignore[no-untyped-def]
+        m = record.metrics
+        rounds.append(
+            {
+                "seconds": record.seconds,
+                "bytes_down": m["wire_bytes_down"],
+                "bytes_up": m["wire_bytes_up"],
+            }
+        )
+
+    with RunStore.open(Path(args.federation).parent / "runs.db") as store:
+        fl.serve(  # type: ignore[operator]
+            algorithm, store, options, rounds=args.rounds, cohort=args.sites, seed=0,
+            on_round=on_round, on_listening=lambda port, run: print("ready", flush=True),
+        )  # fmt: skip
+    _finish(rounds, probe)
+
+
+def _phases(probe) -> None:  # type: ignore[no-untyped-def]
+    """Label the real server's phases for the probe by wrapping the functions that run them
+    (measurement only: the wrapped functions run unchanged)."""
+    import fedloom.auditing as auditing
+    import fedloom.engine.rounds as rounds
+    import fedloom.reducers as reducers
+    import fedloom.store.runstore as runstore
+    from fedloom.transport import GrpcExecutor
+
+    def labelled(owner: object, name: str, phase: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*a: object, **k: object) -> object:
+            with probe.during(phase):
+                return original(*a, **k)
+
+        setattr(owner, name, wrapper)
+
+    labelled(GrpcExecutor, "run_each", "send and receive")
+    labelled(GrpcExecutor, "run", "evaluate (federated)")
+    labelled(reducers.Fold, "add", "fold")
+    labelled(rounds, "check_reply", "check reply")
+    labelled(rounds, "apply_results", "apply (result, optimizer, norm)")
+    labelled(rounds, "broadcast_models", "broadcast models")
+    labelled(runstore.RunStore, "record_round", "store (checkpoint)")
+    labelled(auditing.RunAuditor, "round", "audit")
 
 
 def site(args: argparse.Namespace) -> None:
@@ -101,7 +204,7 @@ def site(args: argparse.Namespace) -> None:
             return ClientResult(broadcast.params, 1)
 
         def evaluate(self, params: object) -> Evaluation:
-            return Evaluation(0)
+            return Evaluation(1, {"loss": 0.0})
 
     fed = Federation(Path(args.federation))
     name = f"site-{args.index}"
@@ -178,7 +281,8 @@ def sink(args: argparse.Namespace) -> None:
         tls.sendall(b"k")
 
 
-def drive(args: argparse.Namespace) -> dict[str, object]:
+def drive(args: argparse.Namespace, *, engine: bool, probe_mode: str | None) -> dict[str, object]:
+    """One measurement: a server (``engine``: the real one, ``fl.serve``) and its sites."""
     from fedloom.pki import init_ca, issue
 
     work = Path(tempfile.mkdtemp(prefix="fedloom-deploy-bench-"))
@@ -190,6 +294,8 @@ def drive(args: argparse.Namespace) -> dict[str, object]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     common = ["--federation", str(fed.root), "--port", str(port), "--params", str(args.params)]
+    role = "engine" if engine else "server"
+    probe = ["--probe", probe_mode] if probe_mode else []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
     srv = subprocess.Popen(
@@ -197,7 +303,9 @@ def drive(args: argparse.Namespace) -> dict[str, object]:
             sys.executable,
             __file__,
             "--role",
-            "server",
+            role,
+            *probe,
+            *(["--uploads", str(args.uploads)] if args.uploads else []),
             "--sites",
             str(args.sites),
             "--rounds",
@@ -226,7 +334,7 @@ def drive(args: argparse.Namespace) -> dict[str, object]:
     rounds = out["rounds"]
     moved = sum(r["bytes_down"] + r["bytes_up"] for r in rounds)
     grpc_seconds = sum(r["seconds"] for r in rounds)
-    tls_seconds = bare_tls(fed.root, moved)
+    tls_seconds = float("nan") if probe_mode else bare_tls(fed.root, moved)
     model_mb = 4 * args.params / MB
     return {
         "sites": args.sites,
@@ -244,18 +352,45 @@ def drive(args: argparse.Namespace) -> dict[str, object]:
         "site_peak_mb_mean": sum(site_peaks) / len(site_peaks),
         "wall_seconds": wall,
         "cpus": os.cpu_count(),
+        "server": "fl.serve" if engine else "GrpcExecutor.run_each",
+        **({"probe": out["probe"]} if "probe" in out else {}),
     }
+
+
+PHASES = (
+    ("broadcast models", "choosing what each site is sent"),
+    ("send and receive", "sending the model to every site, reassembling replies"),
+    ("check reply", "checking a reply whole (shape, finite, example count)"),
+    ("fold", "folding an update into the float64 sum"),
+    ("apply (result, optimizer, norm)", "the mean, the server optimizer, the update's norm"),
+    ("evaluate (federated)", "sending the model to every site to evaluate"),
+    ("audit", "hashing the new model into the audit trail"),
+    ("store (checkpoint)", "writing the round and its checkpoint to the run store"),
+    ("other", "everything else (between the phases above)"),
+)
 
 
 def markdown(result: dict[str, object], command: str) -> str:
     r = result
     times = ", ".join(f"{t:.2f}" for t in r["round_seconds"])  # type: ignore[attr-defined]
+    real = r["real_server"]
+    assert isinstance(real, dict)
+    peaks = real["probe"]["rss_peak_mb_by_phase"]
+    phases = "\n".join(
+        f"| {name}: {what} | {peaks[name]:,.0f} MB |" for name, what in PHASES if name in peaks
+    )
+    real_times = ", ".join(f"{t:.2f}" for t in real["round_seconds"])
     return f"""# Deployment benchmark: gRPC with mutual TLS on loopback
 
 Made by `{command}` on a machine with {r["cpus"]} CPUs (sites, server and the TLS sink share
 them). Every site is its own process; its program answers at once, so this measures the
 transport: per round each of {r["sites"]} sites receives the {r["params"]:,}-parameter model
 ({r["model_mb"]:.1f} MB of float32) and sends an update of the same size.
+
+## The transport
+
+The server is `GrpcExecutor.run_each` with a float64 running mean, as the engine's streamed rounds
+drive it.
 
 | measure | value |
 |---|---|
@@ -268,18 +403,33 @@ transport: per round each of {r["sites"]} sites receives the {r["params"]:,}-par
 | site peak resident memory, max | {r["site_peak_mb_max"]:,.0f} MB |
 | site peak resident memory, mean | {r["site_peak_mb_mean"]:,.0f} MB |
 
-The server folds each update into a float64 running mean as it arrives and drops it
-(`GrpcExecutor.run_each`, the engine's streamed rounds); it reassembles at most two sites' replies
-at once (`ServiceConfig.uploads`), and HTTP/2 windows of one chunk per stream bound what waits in
-gRPC's buffers. Its peak is the model, the float64 sum (two model copies), the replies being
-reassembled or folded, and a window per site, rather than one update per site. A site holds the
-model it received, its update and one chunk in flight.
+## The real server
+
+The same sites and model served by `fl.serve` (FedAvg on a linear model of
+{r["params"]:,} parameters: the engine's streamed rounds with every reply checked whole, the audit
+trail's hashes, federated evaluation, and a checkpoint in the run store every round), its
+resident memory read every 3 ms (`bench/memory_probe.py`) and kept at its highest in each phase.
+Seconds per round: {real_times}.
+
+| phase | peak resident memory |
+|---|---|
+{phases}
+| **the whole run** | **{real["server_peak_mb"]:,.0f} MB** |
+
+The server holds the model, the float64 sum (two model copies) and at most two replies
+(`ServiceConfig.uploads`: a reply keeps its slot from reassembly until the engine has folded it
+in, so the others wait at their sites); the rest is gRPC's and OpenSSL's native buffers (the
+chunks in flight to and from every site) and the interpreter with its libraries. What each part
+is, measured, is in [deployment.md](deployment.md#memory). A site holds the model it received, its
+update and one chunk in flight.
 """
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--role", default="drive", choices=["drive", "server", "site", "sink"])
+    parser.add_argument(
+        "--role", default="drive", choices=["drive", "server", "engine", "site", "sink"]
+    )
     parser.add_argument("--sites", type=int, default=20)
     parser.add_argument("--params", type=int, default=10_000_000)
     parser.add_argument("--rounds", type=int, default=5)
@@ -288,12 +438,33 @@ def main() -> None:
     parser.add_argument("--index", type=int)
     parser.add_argument("--total", type=int)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--uploads", type=int, help="the server's ServiceConfig.uploads (default: its own)"
+    )
+    parser.add_argument(
+        "--engine", action="store_true", help="serve with the real server (fl.serve), not run_each"
+    )
+    parser.add_argument(
+        "--probe",
+        choices=["rss", "trace"],
+        help="report the server's resident memory by phase (rss), and Python's allocations at "
+        "their peak (trace); implies --no-write",
+    )
     args = parser.parse_args()
     if args.role != "drive":
-        {"server": server, "site": site, "sink": sink}[args.role](args)
+        roles = {"server": server, "engine": engine_server, "site": site, "sink": sink}
+        roles[args.role](args)
         return
-    result = drive(args)
     command = "python bench/deploy_bench.py " + " ".join(sys.argv[1:])
+    if args.probe:
+        result = drive(args, engine=args.engine, probe_mode=args.probe)
+        print(json.dumps(result, indent=2))
+        return
+    result = drive(args, engine=False, probe_mode=None)
+    real = drive(args, engine=True, probe_mode="rss")  # the real server, memory by phase
+    result["real_server"] = {
+        key: real[key] for key in ("server_peak_mb", "round_seconds", "site_peak_mb_max", "probe")
+    }
     print(json.dumps(result, indent=2))
     if not args.no_write:
         (BENCH / "deploy_results.json").write_text(json.dumps(result, indent=2) + "\n")

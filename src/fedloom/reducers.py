@@ -82,6 +82,8 @@ FOLD_BLOCK = 1 << 18
 """Entries converted to float64 at a time while folding: the temporary stays 2 MB whatever the
 model's size."""
 
+_SPENT = np.zeros(0, dtype=np.float64)
+
 
 class Fold:
     """``Σ cᵢ uᵢ`` kept in float64 as updates arrive, ``cᵢ`` the client's weight (``weighted``)
@@ -99,10 +101,13 @@ class Fold:
         self.count = 0
         self.weighted = weighted
         self.mean = mean
+        self.spent = False
 
     def add(self, update: npt.ArrayLike, weight: float) -> None:
         """Fold in one client's ``update`` of this fold's size with its positive ``weight``."""
         vector = np.asarray(update)
+        if self.spent:
+            raise ValueError("this fold's result was already taken; start a new fold")
         if vector.shape != self.total.shape:
             raise ValueError(f"update has shape {vector.shape}, expected {self.total.shape}")
         if not (math.isfinite(weight) and weight > 0):
@@ -117,12 +122,20 @@ class Fold:
         self.count += 1
 
     def result(self) -> Vector:
-        """The sum, or the mean, as float32; ValueError if nothing was folded in."""
+        """The sum, or the mean, as float32; ValueError if nothing was folded in.
+
+        The float64 sum is let go once rounded, so the caller's next steps do not hold it: a
+        fold gives its result once, and another call is a ValueError."""
         if self.count == 0:
             raise ValueError("no update was folded in; a reduction needs at least one")
+        if self.spent:
+            raise ValueError("this fold's result was already taken; start a new fold")
+        total = self.total
+        self.total = _SPENT
+        self.spent = True
         if self.mean:
-            self.total /= self.weights
-        return self.total.astype(np.float32)
+            total /= self.weights
+        return total.astype(np.float32)
 
 
 @runtime_checkable

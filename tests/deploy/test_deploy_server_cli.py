@@ -60,3 +60,19 @@ def test_dashboard_options_are_checked_before_the_federation_starts(
     captured = capsys.readouterr()
     assert message.format(busy=port) in captured.err
     assert "listening on" not in captured.out
+
+
+@pytest.mark.parametrize("uploads", ["0", "-1"])
+def test_uploads_below_one_are_refused_before_the_federation_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], uploads: str
+) -> None:
+    exp = tmp_path / "exp.toml"
+    exp.write_text(experiment_text(clients=2, cohort=2))
+    fed = federation(tmp_path / "fed", ["site-a", "site-b"])
+    with pytest.raises(SystemExit) as exit_:
+        main(["server", str(exp), "--dir", str(fed.root), "--listen", "127.0.0.1:0",
+              "--runs", str(tmp_path / "runs"), "--uploads", uploads])  # fmt: skip
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert f"uploads must be an integer >= 1, got {uploads}" in captured.err
+    assert "listening on" not in captured.out

@@ -51,6 +51,18 @@ def test_a_fold_spans_its_blocks() -> None:
     np.testing.assert_array_equal(fold.result(), -a / 2)
 
 
+def test_a_fold_gives_its_result_once_and_lets_its_float64_sum_go() -> None:
+    fold = Mean().fold(3)
+    fold.add(np.array([1, 2, 3], np.float32), 1)
+    total = weakref.ref(fold.total)
+    np.testing.assert_array_equal(fold.result(), [1, 2, 3])
+    assert total() is None  # the 8-bytes-an-entry sum is gone once the result is out
+    with pytest.raises(ValueError, match="already taken"):
+        fold.result()
+    with pytest.raises(ValueError, match="already taken"):
+        fold.add(np.zeros(3, np.float32), 1)
+
+
 def test_a_fold_refuses_bad_input_by_name() -> None:
     fold = WeightedMean().fold(3)
     with pytest.raises(ValueError, match="no update was folded in"):

@@ -4,6 +4,7 @@ training configuration survives the round trip as plain values."""
 from __future__ import annotations
 
 import re
+import tracemalloc
 from dataclasses import replace
 
 import numpy as np
@@ -14,13 +15,65 @@ from hypothesis import strategies as st
 from fedloom.transport.codec import (
     ProtocolError,
     VectorReceiver,
+    chunk_message,
+    chunk_messages,
     chunks,
     config_from_pb,
     config_to_pb,
     headers,
+    serialize_server_message,
+    wire_bytes,
 )
 from fedloom.transport.config import PrivacyOptions, StageOptions, TrainingConfig
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
+
+
+@settings(max_examples=200, deadline=None)
+@given(task=st.integers(0, 2**64 - 1), data=st.binary(min_size=1, max_size=400))
+def test_a_hand_serialized_chunk_is_what_protobuf_writes(task: int, data: bytes) -> None:
+    want = pb.ServerMessage(chunk=pb.Chunk(task=task, data=data))
+    got = chunk_message(task, memoryview(data))
+    assert got == want.SerializeToString()
+    assert pb.ServerMessage.FromString(got) == want
+    assert pb.SiteMessage.FromString(got).chunk == want.chunk  # the same field on both streams
+    assert wire_bytes(got) == wire_bytes(want)
+    assert serialize_server_message(got) is got
+    assert serialize_server_message(want) == got
+
+
+def test_serialized_chunks_reassemble_like_message_chunks() -> None:
+    # A vector far longer than a chunk, with a partial last one: the serialized chunks parse
+    # to the Chunk messages chunks() makes, and a receiver rebuilds the vector exactly.
+    vector = np.random.default_rng(4).standard_normal(70_001).astype(np.float32)
+    messages = list(chunk_messages(300, vector, 4096))
+    assert [pb.ServerMessage.FromString(m).chunk for m in messages] == list(
+        chunks(300, vector, 4096)
+    )
+    receiver = VectorReceiver(300, headers([("w", vector)]), max_length=70_001, chunk_bytes=4096)
+    for message in messages:
+        receiver.add(pb.ServerMessage.FromString(message).chunk)
+    np.testing.assert_array_equal(receiver.result()["w"], vector)
+
+
+def test_a_receiver_allocates_its_vectors_at_their_first_chunk() -> None:
+    # A reply's header announces 40 MB of vectors and a 4 MB payload; nothing is allocated
+    # until chunks come (a reply waiting for an upload slot holds no buffer), then one vector.
+    announced = [
+        pb.VectorHeader(name="a", length=5_000_000),
+        pb.VectorHeader(name="b", length=5_000_000),
+    ]
+    tracemalloc.start()
+    try:
+        receiver = VectorReceiver(
+            7, announced, max_length=5_000_000, chunk_bytes=1 << 20, payload_length=4 << 20
+        )
+        waiting, _ = tracemalloc.get_traced_memory()
+        receiver.add(pb.Chunk(task=7, data=np.ones(1000, np.float32).tobytes()))
+        started, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert waiting < 1 << 20
+    assert 20_000_000 <= started < 21_000_000  # vector a only
 
 
 @settings(max_examples=60, deadline=None)

@@ -153,6 +153,55 @@ def test_one_upload_slot_still_collects_every_site_and_keeps_queued_sites() -> N
         assert len(executor.connected()) == 6
 
 
+@pytest.mark.parametrize(("uploads", "want"), [(1, [1, 2, 3, 4]), (2, [2, 3, 4, 4])])
+def test_a_streamed_reply_keeps_its_upload_slot_until_it_is_consumed(
+    uploads: int, want: list[int]
+) -> None:
+    # Four sites answer at once and the consumer takes 0.4 s over each reply, ample time for
+    # another 4 MB reply to cross loopback. A reply keeps its slot until consumed, so while the
+    # consumer holds one, the server has read at most uploads − 1 more: with one slot nothing
+    # else, with two one more. Replies wait at their sites, not in the server.
+    delays = {f"s{i}": 0.0 for i in range(4)}
+    layout = Layout((Field("w", (SIZE,)),))
+    config = ServiceConfig(
+        run="r", layout=layout, training=TrainingConfig("fedavg", {"lr": 0.1}),
+        sites=tuple(delays), verifier=None, chunk_bytes=CHUNK, heartbeat=60.0, uploads=uploads,
+    )  # fmt: skip
+    with GrpcExecutor(config, address="127.0.0.1:0", credentials=None, deadline=20) as executor:
+        _sites(executor, layout, delays)
+        params = np.random.default_rng(3).standard_normal(SIZE).astype(np.float32)
+        tasks = [TrainTask(i, Broadcast(0, params + i, seed=i)) for i in range(4)]
+        replied: list[int] = []
+
+        def slow(position: int, reply: object) -> None:
+            assert isinstance(reply, ClientResult), reply
+            np.testing.assert_array_equal(reply.update, 2 * (params + position))
+            time.sleep(0.4)
+            view = executor.snapshot()
+            assert view is not None
+            # no round in flight: every reply of the call has arrived
+            replied.append(len(tasks) if view.round is None else view.round.replied)
+
+        executor.run_each(tasks, slow)
+        assert replied == want
+
+        # A consumer that fails gives every slot back: the next round reads every reply.
+        def failing(position: int, reply: object) -> None:
+            raise RuntimeError("the engine failed")
+
+        with pytest.raises(RuntimeError, match="the engine failed"):
+            executor.run_each(tasks, failing)
+        handed: dict[int, object] = {}
+        executor.run_each([replace_round(t, 1) for t in tasks], handed.__setitem__)
+        assert sorted(handed) == [0, 1, 2, 3]
+        assert all(isinstance(r, ClientResult) for r in handed.values()), handed
+
+
+def replace_round(task: TrainTask, round_: int) -> TrainTask:
+    b = task.broadcast
+    return TrainTask(task.client, Broadcast(round_, b.params, seed=b.seed))
+
+
 def test_upload_slots_must_be_a_positive_integer() -> None:
     layout = Layout((Field("w", (4,)),))
     for bad in (0, -1, 1.5, True):

@@ -78,6 +78,12 @@ def _warn_insecure(who: str) -> None:
 )
 @click.option("--chunk-bytes", default=1 << 20, show_default=True, help="Bytes per chunk.")
 @click.option(
+    "--uploads",
+    default=2,
+    show_default=True,
+    help="Sites' replies the server holds at once (1: one model less in memory).",
+)
+@click.option(
     "--runs",
     "runs_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -119,6 +125,7 @@ def server(
     heartbeat: float,
     hello_timeout: float,
     chunk_bytes: int,
+    uploads: int,
     runs_dir: Path,
     resume: str | None,
     new: bool,
@@ -171,6 +178,7 @@ def server(
             heartbeat=heartbeat,
             hello_timeout=hello_timeout,
             chunk_bytes=chunk_bytes,
+            uploads=uploads,
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None

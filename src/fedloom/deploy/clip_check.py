@@ -18,8 +18,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
+from fedloom.core.blocks import norm64
 from fedloom.core.messages import ClientResult, ClientState
 from fedloom.engine.delta import HeldModels
 from fedloom.engine.tasks import Consume, Executor, Failure, Reply, Task, TrainTask, run_each
@@ -78,7 +77,7 @@ class ClipCheck:
         bound = float(task.broadcast.stage_config.get(self.stage, {}).get("clip", self.initial))
         if reply.payload is not None:
             return "an encoded update cannot be checked against the clipping bound"
-        norm = float(np.linalg.norm(np.asarray(reply.update, dtype=np.float64)))
+        norm = norm64(reply.update)  # in float64, a block at a time
         if not norm <= bound * (1 + TOLERANCE):
             return (
                 f"the update's L2 norm {norm:.6g} exceeds the round's clipping bound {bound:.6g}:"

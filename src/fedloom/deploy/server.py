@@ -63,7 +63,9 @@ class ServerOptions:
 
     ``sites`` is the population in order (the federation's allow-list). ``credentials`` None
     serves without TLS. ``wait_for`` sites must be connected before the first round (default:
-    all). ``deadline`` bounds each round's wait for replies.
+    all). ``deadline`` bounds each round's wait for replies. ``uploads``: how many sites' replies
+    the server holds at once (``ServiceConfig.uploads``; 1 holds one model less, 2 keeps two
+    uploads moving on a distant link).
     """
 
     address: str
@@ -75,8 +77,11 @@ class ServerOptions:
     heartbeat: float = 5.0
     hello_timeout: float = 10.0
     chunk_bytes: int = 1 << 20
+    uploads: int = 2
 
     def __post_init__(self) -> None:
+        if isinstance(self.uploads, bool) or not isinstance(self.uploads, int) or self.uploads < 1:
+            raise ValueError(f"uploads must be an integer >= 1, got {self.uploads!r}")
         if not self.sites:
             raise ValueError("sites must name at least one site (the federation's allow-list)")
         if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 4:
@@ -211,6 +216,7 @@ def serve_plan(
         heartbeat=options.heartbeat,
         hello_timeout=options.hello_timeout,
         terms=plan.terms,
+        uploads=options.uploads,
     )
     started = time.perf_counter()
     with GrpcExecutor(

@@ -115,8 +115,8 @@ def train(
         )
     model = algorithm.work.model
     if state is None:
-        start = model.init(plan.seed) if params is None else params
-        state = init_state(algorithm, start)
+        # init_state copies: no name keeps the initial vector for the whole run
+        state = init_state(algorithm, model.init(plan.seed) if params is None else params)
     guard = privacy_guard(algorithm, plan, len(population), state.round)
     records: list[RoundRecord] = []
     stopped = f"completed {plan.rounds} rounds"

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedloom.algorithms import Algorithm
+from fedloom.core.blocks import all_finite, norm64
 from fedloom.core.layout import Layout, Vector
 from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.core.seeding import client_seeds
@@ -105,8 +106,8 @@ def run_round(
     round_ = state.round
     positions = draw(sampler, len(population), round_, seed)
     cohort = tuple(int(population[p]) for p in positions)
-    params = state.params.copy()
-    params.flags.writeable = False
+    params = state.params.view()  # the engine's own array (init_state copied it), never
+    params.flags.writeable = False  # changed in place: a read-only view, not another copy
     params, sends, delta = broadcast_models(
         algorithm, state.broadcast, params, cohort, seed=seed, round_=round_, executor=executor
     )
@@ -253,7 +254,7 @@ def apply_results(
 
     step, opt_state = algorithm.server_optimizer.update(aggregate, state.optimizer)
     new_params = apply_step(layout, state.params, step, aggregate)
-    metrics["update_norm"] = float(np.linalg.norm(aggregate.astype(np.float64)))
+    metrics["update_norm"] = norm64(aggregate)
     next_state = ServerState(
         state.round + 1, new_params, opt_state, extras, tuple(stage_states), reducer_state
     )
@@ -286,7 +287,7 @@ def streaming_fold(algorithm: Algorithm) -> Fold | None:
 def apply_step(layout: Layout, params: Vector, step: Vector, aggregate: Vector) -> Vector:
     """``params + step`` on trainable entries; non-trainable ones (BatchNorm statistics) take the
     plain aggregate, so server optimizers never act on running statistics."""
-    if layout.trainable_mask.all():
+    if all(f.trainable for f in layout.fields):  # no mask of the model's length
         return (params + step).astype(np.float32, copy=False)
     return np.where(layout.trainable_mask, params + step, params + aggregate).astype(
         np.float32, copy=False
@@ -306,7 +307,7 @@ def check_reply(
     update = np.asarray(reply.update)
     if update.shape != (layout.size,):
         return f"update has shape {update.shape}, expected ({layout.size},)"
-    if not np.all(np.isfinite(update)):
+    if not all_finite(update):
         return "update contains NaN or infinity"
     if isinstance(reply.num_examples, bool) or not isinstance(reply.num_examples, int | np.integer):
         return f"num_examples must be an integer, got {reply.num_examples!r}"
@@ -319,6 +320,6 @@ def check_reply(
         extra = np.asarray(extra)
         if extra.shape != (size,):
             return f"{name!r} has shape {extra.shape}, expected ({size},)"
-        if not np.all(np.isfinite(extra)):
+        if not all_finite(extra):
             return f"{name!r} contains NaN or infinity"
     return None

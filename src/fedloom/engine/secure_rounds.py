@@ -32,6 +32,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from fedloom.algorithms import Algorithm
+from fedloom.core.blocks import norm64
 from fedloom.core.layout import Vector
 from fedloom.core.messages import Broadcast
 from fedloom.engine.delta import DeltaState, synced
@@ -120,7 +121,7 @@ def run_secure_round(
     positions = draw(sampler, len(population), round_, seed)
     cohort = tuple(sorted({int(population[p]) for p in positions}))
     layout = algorithm.work.model.layout
-    params = state.params.copy()
+    params = state.params.view()  # never changed in place: a read-only view, not a copy
     params.flags.writeable = False
     if algorithm.broadcast_window is not None:
         params, sends, delta = broadcast_models(
@@ -274,7 +275,7 @@ def _server_halves(
         metrics.update({f"{inner.name}.{k}": v for k, v in stage_metrics.items()})
     step, opt_state = algorithm.server_optimizer.update(aggregate, state.optimizer)
     new_params = apply_step(layout, state.params, step, aggregate)
-    metrics["update_norm"] = float(np.linalg.norm(aggregate.astype(np.float64)))
+    metrics["update_norm"] = norm64(aggregate)
     stages = tuple(stage_states)
     return ServerState(state.round + 1, new_params, opt_state, state.extras, stages), metrics
 

@@ -149,7 +149,7 @@ class RunStore:
             )
             if saved is not None:
                 conn.execute(schema.DELETE_CHECKPOINT, (run_id,))
-                conn.execute(schema.INSERT_CHECKPOINT, (run_id, *saved, _iso(_now())))
+                _insert_checkpoint(conn, run_id, *saved)
             if conn.execute(schema.HAS_OWNERS).fetchone() is not None:
                 conn.execute(schema.BEAT, (_iso(_now()), run_id, *_this_process()))
 
@@ -305,6 +305,23 @@ class RunStore:
         if row is None:
             raise StoreError(f"no run {run_id!r} in {self.path}")
         return str(row[0])
+
+
+def _insert_checkpoint(conn: sqlite3.Connection, run_id: str, round_: int, data: bytes) -> None:
+    """Store ``data`` as ``run_id``'s checkpoint, written a megabyte at a time into a row made
+    with room for it. Bound as a statement's parameter, SQLite would copy the bytes (a whole
+    model, for a large one) and the cached statement would keep that copy until it is next
+    run, so the server would hold an extra model between checkpoints."""
+    cursor = conn.execute(schema.INSERT_CHECKPOINT, (run_id, round_, len(data), _iso(_now())))
+    row = cursor.lastrowid
+    assert row is not None
+    view = memoryview(data)
+    with conn.blobopen("checkpoints", "data", row) as blob:
+        for start in range(0, len(view), CHECKPOINT_WRITE):
+            blob.write(view[start : start + CHECKPOINT_WRITE])
+
+
+CHECKPOINT_WRITE = 1 << 20
 
 
 def _participants(record: RoundRecord) -> list[tuple[int, int, str, str]]:

@@ -165,7 +165,11 @@ SELECT_PARTICIPANTS = """SELECT round, client, status, reason FROM participants
     WHERE run_id = ? ORDER BY round, position"""
 
 DELETE_CHECKPOINT = "DELETE FROM checkpoints WHERE run_id = ?"
-INSERT_CHECKPOINT = "INSERT INTO checkpoints (run_id, round, data, created) VALUES (?, ?, ?, ?)"
+INSERT_CHECKPOINT = (
+    "INSERT INTO checkpoints (run_id, round, data, created) VALUES (?, ?, zeroblob(?), ?)"
+)
+"""A checkpoint's row with room for its bytes, written then through a blob handle (bound as a
+parameter, the bytes would be copied, and the copy kept by the cached statement)."""
 SELECT_CHECKPOINT = "SELECT data FROM checkpoints WHERE run_id = ?"
 
 DELETE_SITES = "DELETE FROM sites WHERE run_id = ?"

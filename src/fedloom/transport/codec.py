@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from fedloom.core.layout import Layout, Vector
 from fedloom.transport.config import PrivacyOptions, Scalar, StageOptions, TrainingConfig
@@ -31,8 +32,11 @@ class ProtocolError(Exception):
     """A message that breaks the fedloom protocol; the session that sent it is closed."""
 
 
-def wire_bytes(message: pb.SiteMessage | pb.ServerMessage) -> int:
-    """Bytes ``message`` occupies in the gRPC stream: serialized size plus framing."""
+def wire_bytes(message: pb.SiteMessage | pb.ServerMessage | bytes) -> int:
+    """Bytes ``message`` (or a serialized one) occupies in the gRPC stream: serialized size
+    plus framing."""
+    if isinstance(message, bytes):
+        return len(message) + FRAME_BYTES
     return int(message.ByteSize()) + FRAME_BYTES
 
 
@@ -212,6 +216,58 @@ def chunks(task: int, vector: Vector, chunk_bytes: int) -> Iterator[pb.Chunk]:
         yield pb.Chunk(task=task, data=view[start : start + chunk_bytes].tobytes())
 
 
+WireMessage = bytes
+"""A ``ServerMessage`` already serialized (:func:`chunk_messages`); the server's stream writes
+it as it is."""
+
+_CHUNK_FIELD = b"\x32"  # ServerMessage.chunk (and SiteMessage.chunk): field 6, length-delimited
+_TASK_FIELD = b"\x08"  # Chunk.task: field 1, varint
+_DATA_FIELD = b"\x12"  # Chunk.data: field 2, length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(low)
+            return bytes(out)
+        out.append(low | 0x80)
+
+
+def chunk_message(task: int, data: bytes | memoryview) -> WireMessage:
+    """``ServerMessage(chunk=Chunk(task=task, data=data))`` serialized, byte for byte what
+    protobuf writes, with ``data`` (a slice of a vector, say) copied once, straight into the
+    message's bytes: protobuf would copy it into a message and again to serialize it, for every
+    chunk of every site's copy of the model."""
+    size = len(data)
+    body = (_TASK_FIELD + _varint(task) if task else b"") + _DATA_FIELD + _varint(size)
+    return _CHUNK_FIELD + _varint(len(body) + size) + body + data
+
+
+def chunk_messages(task: int, vector: Vector, chunk_bytes: int) -> Iterator[WireMessage]:
+    """:func:`chunks` as serialized ``ServerMessage`` s (:func:`chunk_message`), made one at a
+    time from views of ``vector``."""
+    data = np.ascontiguousarray(vector, dtype="<f4")
+    view = data.data.cast("B")
+    for start in range(0, len(view), chunk_bytes):
+        yield chunk_message(task, view[start : start + chunk_bytes])
+
+
+def payload_chunk_messages(task: int, payload: bytes, chunk_bytes: int) -> Iterator[WireMessage]:
+    """:func:`payload_chunks` as serialized ``ServerMessage`` s."""
+    view = memoryview(payload)
+    for start in range(0, len(view), chunk_bytes):
+        yield chunk_message(task, view[start : start + chunk_bytes])
+
+
+def serialize_server_message(message: pb.ServerMessage | WireMessage) -> bytes:
+    """The server stream's serializer: a message's bytes, or a serialized one as it is."""
+    if isinstance(message, bytes):
+        return message
+    return bytes(message.SerializeToString())
+
+
 def payload_chunks(task: int, payload: bytes, chunk_bytes: int) -> Iterator[pb.Chunk]:
     """An encoded payload's bytes in slices of at most ``chunk_bytes``."""
     view = memoryview(payload)
@@ -267,8 +323,11 @@ class VectorReceiver:
         self.task = task
         self.chunk_bytes = chunk_bytes
         self.names = names
-        self.vectors = [np.empty(int(h.length), dtype=np.float32) for h in announced]
-        self.payload = bytearray(payload_length)
+        self.lengths = [int(h.length) for h in announced]
+        # Allocated at their first chunk: a reply waiting for an upload slot holds no buffer.
+        self.vectors: list[npt.NDArray[np.float32] | None] = [None] * len(announced)
+        self.payload_length = payload_length
+        self.payload = bytearray()
         self._payload_filled = 0
         self._index = 0
         self._filled = 0
@@ -276,14 +335,14 @@ class VectorReceiver:
 
     @property
     def complete(self) -> bool:
-        return self._index >= len(self.vectors) and self._payload_filled == len(self.payload)
+        return self._index >= len(self.lengths) and self._payload_filled == self.payload_length
 
     def add(self, chunk: pb.Chunk) -> None:
         if chunk.task != self.task:
             raise ProtocolError(f"chunk for task {chunk.task} while receiving task {self.task}")
         if self.complete:
             raise ProtocolError(f"more chunks than task {self.task}'s vectors hold")
-        if self._index >= len(self.vectors):
+        if self._index >= len(self.lengths):
             self._add_payload(chunk.data)
             return
         size = len(chunk.data)
@@ -293,6 +352,9 @@ class VectorReceiver:
                 f"at most {self.chunk_bytes}"
             )
         target = self.vectors[self._index]
+        if target is None:
+            target = np.empty(self.lengths[self._index], dtype=np.float32)
+            self.vectors[self._index] = target
         count = size // 4
         if self._filled + count > len(target):
             raise ProtocolError(f"chunks overflow vector {self.names[self._index]!r}")
@@ -303,13 +365,17 @@ class VectorReceiver:
     def result(self) -> dict[str, Vector]:
         if not self.complete:
             raise ProtocolError(f"task {self.task}'s vectors are incomplete")
-        return dict(zip(self.names, self.vectors, strict=True))
+        vectors = [
+            np.empty(n, dtype=np.float32) if v is None else v  # None: no entries, so no chunk
+            for v, n in zip(self.vectors, self.lengths, strict=True)
+        ]
+        return dict(zip(self.names, vectors, strict=True))
 
     def payload_result(self) -> bytes | None:
         """The announced payload's bytes, or None if the message announced none."""
         if not self.complete:
             raise ProtocolError(f"task {self.task}'s payload is incomplete")
-        return bytes(self.payload) if self.payload else None
+        return bytes(self.payload) if self.payload_length else None
 
     def _add_payload(self, data: bytes) -> None:
         size = len(data)
@@ -317,15 +383,17 @@ class VectorReceiver:
             raise ProtocolError(
                 f"payload chunk of {size} bytes; chunks hold 1 to {self.chunk_bytes} bytes"
             )
-        if self._payload_filled + size > len(self.payload):
+        if self._payload_filled + size > self.payload_length:
             raise ProtocolError(
-                f"chunks overflow task {self.task}'s payload of {len(self.payload)} bytes"
+                f"chunks overflow task {self.task}'s payload of {self.payload_length} bytes"
             )
+        if not self.payload:
+            self.payload = bytearray(self.payload_length)
         self.payload[self._payload_filled : self._payload_filled + size] = data
         self._payload_filled += size
 
     def _skip_empty(self) -> None:
-        while self._index < len(self.vectors) and self._filled == len(self.vectors[self._index]):
+        while self._index < len(self.lengths) and self._filled == self.lengths[self._index]:
             self._index += 1
             self._filled = 0
 

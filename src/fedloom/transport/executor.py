@@ -46,10 +46,11 @@ from fedloom.engine.tasks import (
 )
 from fedloom.secagg.messages import MaskingRequest, SecureReply, SecureTrainTask, Setup
 from fedloom.transport.codec import (
-    chunks,
+    WireMessage,
+    chunk_messages,
     headers,
     max_payload,
-    payload_chunks,
+    payload_chunk_messages,
     stage_config_to_pb,
 )
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
@@ -60,10 +61,10 @@ from fedloom.transport.server import (
     SiteRefusal,
     server_options,
 )
-from fedloom.transport.session import Answer, Session
+from fedloom.transport.session import Answer, Session, UploadSlot
 from fedloom.transport.view import FederationView, RoundCounter, SessionView
 
-MessagesFor = Callable[[int, Session], Iterator[pb.ServerMessage]]
+MessagesFor = Callable[[int, Session], Iterator[pb.ServerMessage | WireMessage]]
 
 log = logging.getLogger("fedloom.transport")
 T = TypeVar("T")
@@ -155,16 +156,23 @@ class GrpcExecutor:
     def run_each(self, tasks: Sequence[Task], consume: Consume) -> None:
         """:meth:`run`, handing each reply to ``consume(position, reply)`` on this thread as it
         arrives rather than all at the end, so the engine can fold an update in and drop it
-        (:class:`~fedloom.engine.tasks.StreamingExecutor`)."""
-        arrived: queue.SimpleQueue[tuple[int, Reply] | None] = queue.SimpleQueue()
+        (:class:`~fedloom.engine.tasks.StreamingExecutor`). A reply keeps its upload slot
+        (``ServiceConfig.uploads``) until ``consume`` returns, so replies that arrive faster than
+        they are consumed wait at their sites, not in this process."""
+        arrived: queue.SimpleQueue[tuple[int, Reply, UploadSlot] | None] = queue.SimpleQueue()
         future = asyncio.run_coroutine_threadsafe(self._run_each(tasks, arrived.put), self._loop)
         try:
             for _ in range(len(tasks)):
                 item = arrived.get()
                 if item is None:  # the loop failed; result() raises its error
                     break
-                consume(*item)
-                del item  # the reply's vectors go once consumed
+                position, reply, slot = item
+                del item
+                try:
+                    consume(position, reply)
+                finally:
+                    del reply  # the reply's vectors go once consumed, then its upload slot
+                    self._loop.call_soon_threadsafe(slot.release)
             future.result()
         except BaseException:
             future.cancel()
@@ -314,12 +322,16 @@ class GrpcExecutor:
                 self._round = None
 
     async def _run_each(
-        self, tasks: Sequence[Task], put: Callable[[tuple[int, Reply] | None], None]
+        self,
+        tasks: Sequence[Task],
+        put: Callable[[tuple[int, Reply, UploadSlot] | None], None],
     ) -> None:
         counter = self._counter(tasks)
+        slots = [self.service.upload_slot() for _ in tasks]
 
         async def one(position: int, task: Task) -> None:
-            put((position, await self._counted(task, counter)))
+            reply = await self._counted(task, counter, slots[position])
+            put((position, reply, slots[position]))
 
         try:
             await asyncio.gather(*(one(i, task) for i, task in enumerate(tasks)))
@@ -329,21 +341,29 @@ class GrpcExecutor:
         finally:
             if self._round is counter:
                 self._round = None
+            # Every reply has arrived (or the call failed): no reply of this call keeps a slot
+            # any longer, not even one still arriving for a consumer that has gone; the
+            # consumer's own releases, still to come, then do nothing.
+            for slot in slots:
+                slot.close()
 
-    async def _counted(self, task: Task, counter: RoundCounter) -> Reply:
-        reply = await self._one(task, counter)
+    async def _counted(
+        self, task: Task, counter: RoundCounter, slot: UploadSlot | None = None
+    ) -> Reply:
+        reply = await self._one(task, counter, slot)
         if isinstance(reply, Failure):
             counter.failed += 1
         else:
             counter.replied += 1
         return reply
 
-    async def _one(self, task: Task, counter: RoundCounter) -> Reply:
+    async def _one(self, task: Task, counter: RoundCounter, slot: UploadSlot | None) -> Reply:
         kind = "train" if isinstance(task, TrainTask) else "evaluate"
         answer = await self._dispatch(
             task.client,
             kind,
             lambda task_id, session: self._messages(task_id, task, session, counter),
+            slot=slot,
         )
         assert isinstance(answer, ClientResult | Evaluation | Failure)
         return answer
@@ -390,6 +410,7 @@ class GrpcExecutor:
         messages: MessagesFor,
         *,
         masked: tuple[int, int] | None = None,
+        slot: UploadSlot | None = None,
     ) -> Answer:
         sites = self.config.sites
         if not 0 <= client < len(sites):
@@ -403,7 +424,7 @@ class GrpcExecutor:
             session.close("certificate revoked")
             return Failure(f"site {site}: certificate revoked")
         task_id = next(self._ids)
-        future = session.expect(task_id, kind, masked=masked)
+        future = session.expect(task_id, kind, masked=masked, slot=slot)
         session.send(messages(task_id, session))
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.deadline)
@@ -416,7 +437,7 @@ class GrpcExecutor:
 
     def _secure_train(
         self, task_id: int, task: SecureTrainTask, session: Session
-    ) -> Iterator[pb.ServerMessage]:
+    ) -> Iterator[pb.ServerMessage | WireMessage]:
         b = task.broadcast
         payload = self._encoded_model(b) if b.delta_from is not None else b""
         model = [] if payload else [("params", b.params)]
@@ -467,20 +488,20 @@ class GrpcExecutor:
         vectors: Sequence[tuple[str, Vector]],
         session: Session,
         payload: bytes = b"",
-    ) -> Generator[pb.ServerMessage, None, bool]:
-        """The vectors' chunks, then the payload's; returns whether all were produced (False:
-        the site left)."""
+    ) -> Generator[WireMessage, None, bool]:
+        """The vectors' chunks, then the payload's, as serialized messages; returns whether all
+        were produced (False: the site left)."""
         size = self.config.chunk_bytes
-        parts = [chunks(task_id, vector, size) for _, vector in vectors]
-        for chunk in itertools.chain(*parts, payload_chunks(task_id, payload, size)):
+        parts = [chunk_messages(task_id, vector, size) for _, vector in vectors]
+        for message in itertools.chain(*parts, payload_chunk_messages(task_id, payload, size)):
             if session.closed is not None:
                 return False
-            yield pb.ServerMessage(chunk=chunk)
+            yield message
         return True
 
     def _messages(
         self, task_id: int, task: Task, session: Session, counter: RoundCounter
-    ) -> Iterator[pb.ServerMessage]:
+    ) -> Iterator[pb.ServerMessage | WireMessage]:
         payload = b""
         if isinstance(task, TrainTask):
             b = task.broadcast

@@ -37,11 +37,12 @@ from fedloom.transport.codec import (
     held_from_pb,
     layout_key,
     layout_key_from_pb,
+    serialize_server_message,
 )
 from fedloom.transport.config import PRIVACY_FEATURE, TrainingConfig
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.secure_codec import FEATURE
-from fedloom.transport.session import Session, Traffic
+from fedloom.transport.session import Session, Traffic, UploadSlot
 from fedloom.transport.terms import MAX_REASON, terms_to_pb
 
 log = logging.getLogger("fedloom.transport")
@@ -67,9 +68,11 @@ class ServiceConfig:
     stay silent before its Hello; ``heartbeat`` is the interval both sides keep, and a site
     silent for three intervals is dropped. ``terms``: what the run asks of the sites, sent in
     every Welcome for sites with their own policy to check (None: not stated). ``uploads``: how
-    many sites' replies the server reassembles at once; another site's reply waits, unread,
-    after its header (HTTP/2 flow control holds the rest at the site), so the server holds at
-    most this many partial vectors however many sites answer together.
+    many sites' replies the server holds at once; another site's reply waits, unread, after its
+    header (HTTP/2 flow control holds the rest at the site). A reply holds its slot while it is
+    reassembled and, in a streamed round (``GrpcExecutor.run_each``), until its consumer is done
+    with it, so the server holds at most this many replies' vectors however many sites answer
+    together and however slowly the engine folds them in.
     """
 
     run: str
@@ -132,7 +135,7 @@ class FederationService:
                 "Join": grpc.stream_stream_rpc_method_handler(
                     self.join,
                     request_deserializer=pb.SiteMessage.FromString,
-                    response_serializer=pb.ServerMessage.SerializeToString,
+                    response_serializer=serialize_server_message,
                 )
             },
         )
@@ -301,8 +304,11 @@ class FederationService:
                     self.refused.discard(session.site)
                 session.receive(message)
                 if session.receiving is None:
+                    slot = session.take_finished_slot()
                     if admitted:
-                        self._uploads.release()
+                        # a streamed reply keeps its slot until it is consumed
+                        if slot is None or not slot.take():
+                            self._uploads.release()
                         admitted = False
                 elif not admitted:  # a reply's vectors follow: read them only in a free slot
                     await self._admit(session)
@@ -321,6 +327,11 @@ class FederationService:
         finally:
             if admitted:
                 self._uploads.release()
+
+    def upload_slot(self) -> UploadSlot:
+        """A slot for a streamed reply to keep (:meth:`Session.expect`); call its ``release``
+        on this loop once the reply is consumed, and its ``close`` once the call is over."""
+        return UploadSlot(self._uploads.release)
 
     async def _admit(self, session: Session) -> None:
         """Wait for an upload slot; meanwhile the site counts as heard from (it is held back

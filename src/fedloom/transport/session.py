@@ -26,6 +26,7 @@ from fedloom.transport.codec import (
     HeldReport,
     ProtocolError,
     VectorReceiver,
+    WireMessage,
     check_metrics,
     held_from_pb,
     wire_bytes,
@@ -41,8 +42,9 @@ from fedloom.transport.secure_codec import (
 
 log = logging.getLogger("fedloom.transport")
 
-Outgoing = pb.ServerMessage | Iterable[pb.ServerMessage]
-"""A message, or a lazily made sequence of them (a vector's chunks, made one at a time)."""
+Outgoing = pb.ServerMessage | Iterable[pb.ServerMessage | WireMessage]
+"""A message, or a lazily made sequence of them (a vector's chunks, made one at a time and
+serialized already: :func:`~fedloom.transport.codec.chunk_messages`)."""
 
 Answer = Reply | SecureReply
 """What a task's future resolves to: a training or evaluation reply, a secure aggregation
@@ -57,6 +59,38 @@ class Traffic:
     up: int = 0
 
 
+class UploadSlot:
+    """One of the server's upload slots (``ServiceConfig.uploads``), kept by a streamed reply
+    from the end of its reassembly until its consumer is done with it, so the server holds at
+    most that many replies' vectors whether they are arriving or waiting to be folded in.
+
+    Every method runs on the server's loop. ``release`` gives the slot back, and a second call
+    does nothing; ``close`` (the round's call is over) releases it and refuses a later ``take``,
+    so a reply that completes after its consumer has gone gives its slot straight back."""
+
+    def __init__(self, give_back: Callable[[], None]) -> None:
+        self._give_back = give_back
+        self.held = False
+        self.closed = False
+
+    def take(self) -> bool:
+        """Keep the slot a reply's reassembly took; False (the caller gives it back) once the
+        call that would consume the reply is over."""
+        if self.closed:
+            return False
+        self.held = True
+        return True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._give_back()
+
+    def close(self) -> None:
+        self.closed = True
+        self.release()
+
+
 @dataclass
 class _Pending:
     future: asyncio.Future[Answer]
@@ -65,6 +99,8 @@ class _Pending:
     reply: pb.TrainReply | None = None
     masked: tuple[int, int] | None = None
     """For a ``mask`` task: the masked vector's entries and bits an entry."""
+    slot: UploadSlot | None = None
+    """For a streamed training task: where its reply keeps the upload slot."""
 
 
 @dataclass
@@ -96,6 +132,8 @@ class Session:
     last_seen: float = 0.0
     queued: bool = False
     """Waiting for an upload slot before the server reads its reply's vectors."""
+    finished_slot: UploadSlot | None = None
+    """Set when a reply that keeps its upload slot was just reassembled (taken by the reader)."""
 
     def send(self, message: Outgoing | None) -> None:
         """Queue ``message``; ``None`` ends the stream once what is queued before it is sent."""
@@ -103,14 +141,26 @@ class Session:
             self.outgoing.put_nowait(message)
 
     def expect(
-        self, task: int, kind: str, *, masked: tuple[int, int] | None = None
+        self,
+        task: int,
+        kind: str,
+        *,
+        masked: tuple[int, int] | None = None,
+        slot: UploadSlot | None = None,
     ) -> asyncio.Future[Answer]:
+        """A future for ``task``'s answer. With ``slot``, a training reply keeps the upload
+        slot its vectors were read in (:class:`UploadSlot`) rather than giving it back."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         if self.closed is not None:
             future.set_result(Failure(f"site {self.site}: {self.closed}"))
         else:
-            self.pending[task] = _Pending(future, kind, masked=masked)
+            self.pending[task] = _Pending(future, kind, masked=masked, slot=slot)
         return future
+
+    def take_finished_slot(self) -> UploadSlot | None:
+        """The slot of the reply just reassembled, if it keeps one (once)."""
+        slot, self.finished_slot = self.finished_slot, None
+        return slot
 
     def cancel(self, task: int) -> None:
         """Forget ``task`` (its deadline passed); a late reply to it is dropped quietly. What
@@ -132,7 +182,9 @@ class Session:
         self.pending.clear()
         self.outgoing.put_nowait(None)
 
-    def count_out(self, messages: Iterable[pb.ServerMessage]) -> Iterator[pb.ServerMessage]:
+    def count_out(
+        self, messages: Iterable[pb.ServerMessage | WireMessage]
+    ) -> Iterator[pb.ServerMessage | WireMessage]:
         for message in messages:
             self.traffic.down += wire_bytes(message)
             yield message
@@ -271,6 +323,7 @@ class Session:
             payload=payload,
         )
         del self.pending[task]
+        self.finished_slot = pending.slot
         pending.future.set_result(result)
 
     def _pending(self, task: int, kind: str) -> _Pending | None:
