@@ -62,6 +62,11 @@ def test_staleness_weighted_steps_match_a_hand_trace() -> None:
     assert second.metrics["staleness_max"] == 1
     assert first.metrics["sim_clock"] == 2.0
     assert second.metrics["sim_clock"] == 3.0
+    # Bytes since the previous step, 12 a model or an update (3 float32): step 1 saw the first
+    # three launches and client 0's relaunch go down and two updates come up; step 2 the
+    # relaunches of clients 1 and 0 and two updates.
+    assert (first.metrics["bytes_down"], first.metrics["bytes_up"]) == (48.0, 24.0)
+    assert (second.metrics["bytes_down"], second.metrics["bytes_up"]) == (24.0, 24.0)
 
 
 def test_constant_weights_and_max_staleness() -> None:

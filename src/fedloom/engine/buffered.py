@@ -32,7 +32,14 @@ from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.engine.delta import DeltaState, synced
 from fedloom.engine.history import History, Rejection, RoundRecord
 from fedloom.engine.loop import RoundCallback, ServerEvaluation
-from fedloom.engine.payloads import decode_reply, encode_broadcast, send_to, step_public_model
+from fedloom.engine.payloads import (
+    decode_reply,
+    download_bytes,
+    encode_broadcast,
+    send_to,
+    step_public_model,
+    upload_bytes,
+)
 from fedloom.engine.rounds import apply_results, check_reply, client_seed, init_state
 from fedloom.engine.tasks import Executor, Reply, TrainTask
 
@@ -98,7 +105,9 @@ def train_buffered(
 
     Each record's ``cohort`` lists the clients whose updates the step used (``accepted``) and
     the ones refused since the previous step; metrics add ``staleness_mean``,
-    ``staleness_max`` and ``sim_clock`` (simulated seconds since the start).
+    ``staleness_max`` and ``sim_clock`` (simulated seconds since the start). ``bytes_down`` and
+    ``bytes_up`` are what moved since the previous step: the broadcasts of the tasks launched
+    (the first step's include the first ``concurrency`` launches) and the replies received.
     """
     if algorithm.correction is not None:
         raise ValueError(
@@ -135,6 +144,7 @@ def train_buffered(
     replies: dict[int, Reply] = {}
     launched = 0
     now = 0.0
+    sent = {"down": 0, "up": 0}  # bytes since the previous server step
     delta: DeltaState | None = None  # a delta broadcast's: one public model per server step
 
     def launch(count: int) -> None:
@@ -165,6 +175,7 @@ def train_buffered(
             flight = _Flight(now + clock(client, broadcast), launched, client, state.round,
                              TrainTask(client, broadcast))  # fmt: skip
             launched += 1
+            sent["down"] += download_bytes(broadcast)
             heapq.heappush(flights, flight)
             pending.append(flight)
 
@@ -185,6 +196,7 @@ def train_buffered(
         flight = heapq.heappop(flights)
         now = flight.finish
         reply = reply_of(flight)
+        sent["up"] += upload_bytes(reply)
         if delta is not None:  # the client holds the public model it was sent, or unknown
             trained = [flight.client] if isinstance(reply, ClientResult) else []
             failed = [] if trained else [flight.client]
@@ -217,7 +229,10 @@ def train_buffered(
                 staleness_max=float(max(stalenesses)),
                 sim_clock=now,
                 rejected=float(len(refused)),
+                bytes_down=float(sent["down"]),
+                bytes_up=float(sent["up"]),
             )
+            sent.update(down=0, up=0)
             if evaluate is not None and (
                 state.round % plan.eval_every == 0 or state.round == plan.updates
             ):
