@@ -31,7 +31,7 @@ from fedloom.core.messages import ClientState
 from fedloom.engine import History, RoundRecord, ServerState, train
 from fedloom.engine.buffered import train_buffered
 from fedloom.executors import closing_executor, make_executor
-from fedloom.executors.devices import fleet_clock
+from fedloom.executors.devices import fleet_clock, wire_update_bytes
 from fedloom.experiment import Experiment, build
 from fedloom.experiment.build import Built
 from fedloom.experiment.devices_spec import DevicesSpec
@@ -197,7 +197,10 @@ def _run_buffered(
             history = train_buffered(
                 built.algorithm, executor, plan,
                 population=population,
-                clock=fleet_clock(fleet, work, clients),
+                clock=fleet_clock(
+                    fleet, work, clients,
+                    update_bytes=wire_update_bytes(built.algorithm.client),
+                ),
                 evaluate=held_out_evaluation(work.model, built.data),
                 on_round=record,
             )  # fmt: skip

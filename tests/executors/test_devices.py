@@ -67,6 +67,38 @@ def test_duration_is_transfer_plus_compute(data: FederatedData) -> None:
     assert record.metrics["sim_clock"] == pytest.approx(longest)
 
 
+def test_transfers_take_the_bytes_that_travel(data: FederatedData) -> None:
+    """With an 8-bit update codec and a float16 broadcast, the clock times the payloads, not
+    float32 vectors: 650 one-byte codes plus the envelope up, 650 two-byte halves plus the
+    envelope down."""
+    profile = DeviceProfile(speed=2.0, downlink=1000.0, uplink=500.0)
+    fleet = Fleet({c.client_id: profile for c in data.clients}, seconds_per_example=0.01)
+    algorithm = (
+        fl.fedavg(work())
+        .with_stages(fl.compression.uniform(8))
+        .with_broadcast(fl.compression.float16())
+    )
+    executor = devices(algorithm, data, fleet)
+    history = run(algorithm, data, executor)
+    params = np.zeros(650, np.float32)
+    down = fl.compression.float16().codec.encode(params, np.random.default_rng(0))
+    up = fl.compression.uniform(8).codec.encode(params, np.random.default_rng(0))
+    assert 650 * 2 < len(down) < 650 * 2 + 64
+    assert 650 < len(up) < 650 + 64
+    steps = math.ceil(data.clients[0].num_train / 32)
+    broadcast = fl.Broadcast(0, params, 0, payload=down)
+    expected = len(down) / 1000 + steps * 32 * 0.01 / 2 + len(up) / 500
+    assert executor.duration(0, broadcast, steps) == pytest.approx(expected)
+    # ... and the round's clock is the slowest client's, with those sizes.
+    longest = max(
+        len(down) / 1000 + math.ceil(c.num_train / 32) * 0.16 + len(up) / 500 for c in data.clients
+    )
+    assert history.records[0].metrics["sim_round_seconds"] == pytest.approx(longest)
+    # The FedBuff clock uses the same sizes.
+    clock = fleet_clock(fleet, work(), data.clients, update_bytes=len(up))
+    assert clock(0, broadcast) == pytest.approx(expected)
+
+
 def test_deadline_drops_stragglers_and_the_clock_waits_for_it(data: FederatedData) -> None:
     slow = {0, 3, 5}
     fleet = Fleet(

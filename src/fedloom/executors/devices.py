@@ -10,6 +10,9 @@ client a simulated duration on the virtual clock::
     seconds = bytes_down / downlink + steps · batch_size · seconds_per_example / speed
               + bytes_up / uplink
 
+(bytes as they travel: the broadcast's encoded payload or chain when the model is compressed,
+the update codec's payload when the pipeline ends in one; float32 otherwise)
+
 (a local step costs one full batch) and then decides, deterministically from the run's seed, who
 is unreachable, who drops out, who misses the deadline and, with over-selection, who finishes
 after the first ``keep`` clients. Only the survivors train. With ``partial_work`` a client that
@@ -41,7 +44,9 @@ from fedloom.data import ClientData
 from fedloom.data.population import LazyClients, client_lookup
 from fedloom.engine import Failure, Reply, Task, TrainTask
 from fedloom.engine.buffered import Clock
+from fedloom.engine.payloads import download_bytes
 from fedloom.executors import SimulatedExecutor
+from fedloom.stages import Encoding
 
 
 @dataclass(frozen=True)
@@ -176,24 +181,49 @@ class Fleet:
         except KeyError:
             raise ValueError(f"the fleet has no device profile for client {client}") from None
 
-    def seconds(self, client: int, broadcast: Broadcast, examples: int) -> float:
-        """Simulated seconds for ``client`` to download ``broadcast``, train on ``examples``
-        examples and upload an answer of the same size."""
+    def seconds(
+        self, client: int, broadcast: Broadcast, examples: int, *, update_bytes: int | None = None
+    ) -> float:
+        """Simulated seconds for ``client`` to download ``broadcast`` (its encoded payload, when
+        the model travels encoded, plus its extras), train on ``examples`` examples and upload
+        an update of ``update_bytes`` (default: the model as float32) plus extras of the
+        broadcast's sizes."""
         profile = self.profile(client)
-        payload = broadcast.params.nbytes + sum(v.nbytes for v in broadcast.extras.values())
+        extras = sum(v.nbytes for v in broadcast.extras.values())
+        up = (broadcast.params.nbytes if update_bytes is None else update_bytes) + extras
         compute = examples * self.seconds_per_example / profile.speed
-        return payload / profile.downlink + compute + payload / profile.uplink
+        return download_bytes(broadcast) / profile.downlink + compute + up / profile.uplink
 
 
-def fleet_clock(fleet: Fleet, work: LocalSGD, clients: Sequence[ClientData]) -> Clock:
+def wire_update_bytes(program: ClientProgram) -> int | None:
+    """The bytes of an update on the wire when ``program``'s pipeline ends in a codec (None:
+    sent as float32): the payload of a zero vector of the model's length, which is the size of
+    every payload for fedloom's codecs (each depends only on the length)."""
+    stage = program.stages[-1] if program.stages else None
+    if not isinstance(stage, Encoding):
+        return None
+    zeros = np.zeros(program.work.model.layout.size, dtype=np.float32)
+    payload, _, _ = stage.encode(zeros, {}, np.random.default_rng(0), {})
+    return len(payload)
+
+
+def fleet_clock(
+    fleet: Fleet,
+    work: LocalSGD,
+    clients: Sequence[ClientData],
+    *,
+    update_bytes: int | None = None,
+) -> Clock:
     """The virtual clock of :func:`fedloom.engine.buffered.train_buffered` for ``fleet``: each
-    client's duration for its local steps (one full batch each) plus its transfers. A population
-    made on demand is only asked for the clients that are timed."""
+    client's duration for its local steps (one full batch each) plus its transfers
+    (``update_bytes``: an update's size on the wire, :func:`wire_update_bytes`; default float32).
+    A population made on demand is only asked for the clients that are timed."""
     lookup = client_lookup(clients)
+    upload = update_bytes
 
     def seconds(client: int, broadcast: Broadcast) -> float:
         steps = work.num_steps(_size(lookup, client), broadcast.max_steps)
-        return fleet.seconds(client, broadcast, steps * work.batch_size)
+        return fleet.seconds(client, broadcast, steps * work.batch_size, update_bytes=upload)
 
     return seconds
 
@@ -248,6 +278,7 @@ class DeviceExecutor:
         if missing:
             raise ValueError(f"the fleet has no device profile for clients {missing[:10]}")
         self.inner, self.fleet, self.work = inner, fleet, program.work
+        self._update_bytes = wire_update_bytes(program)
         self._lookup = client_lookup(clients)
         self.deadline, self.keep, self.partial_work, self.seed = deadline, keep, partial_work, seed
         self.clock = 0.0
@@ -263,7 +294,9 @@ class DeviceExecutor:
 
     def duration(self, client: int, broadcast: Broadcast, steps: int) -> float:
         """Simulated seconds for ``client`` to download, take ``steps`` steps and upload."""
-        return self.fleet.seconds(client, broadcast, steps * self.work.batch_size)
+        return self.fleet.seconds(
+            client, broadcast, steps * self.work.batch_size, update_bytes=self._update_bytes
+        )
 
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         replies: list[Reply | None] = [None] * len(tasks)
