@@ -362,3 +362,27 @@ def test_a_failed_client_is_forgotten() -> None:
     states, _ = run_chain(fl.compression.Uniform(8), models, window=2)
     state = synced(states[-1], received=[1, 2], failed=[])
     assert synced(state, received=[1], failed=[2]).synced == {1: 2}
+
+
+def test_secure_aggregation_rounds_send_a_plain_broadcast_codec_too(
+    data: fl.data.FederatedData,
+) -> None:
+    """Without a delta window, SecAgg+'s round 0 sends the model as the broadcast codec encodes
+    it (it was float32 whatever the codec): every client gets the same payload, and the cohort
+    trains from its decoding, as in a plain round."""
+    secure = fl.fedavg(work()).with_stages(
+        fl.secure_sum(clip=100.0, dropout_rate=0.0, corrupt_fraction=0.0)
+    )
+    cast = secure.with_broadcast(fl.compression.float16())
+    plain, halves = (
+        fl.simulate(a, data, rounds=2, cohort=8, federated_eval=False) for a in (secure, cast)
+    )
+    payload = fl.compression.float16().codec.encode(
+        np.zeros(D, np.float32), np.random.default_rng(0)
+    )
+    saved = [p.metrics["bytes_down"] - h.metrics["bytes_down"] for p, h in
+             zip(plain.records, halves.records, strict=True)]  # fmt: skip
+    assert saved == [8 * (4 * D - len(payload))] * 2
+    assert all(not r.rejected and r.aborted is None for r in halves.records)
+    np.testing.assert_allclose(halves.params, plain.params, atol=0.01)
+    assert not np.array_equal(halves.params, plain.params)  # it did train from float16 models

@@ -160,6 +160,26 @@ def test_secure_aggregation_over_grpc_sends_chains(tmp_path: Path) -> None:
     assert all(3 * ONE_LINK < a < 3 * ONE_LINK + 600 for a in advertise[1:])
 
 
+def test_secure_aggregation_over_grpc_sends_a_plain_broadcast_codec(tmp_path: Path) -> None:
+    """Without a delta window SecAgg+'s round 0 carries the model as the broadcast codec's
+    payload (float16 here: about two bytes an entry), and the run equals the simulation."""
+    text = experiment_text(rounds=2, cohort=3, min_cohort=2, federated_eval=False)
+    marked = text.replace('name = "fedavg"\n', 'name = "fedavg"\nbroadcast = "float16"\n')
+    assert marked != text
+    marked += (
+        '\n[[stages]]\nkind = "secure_sum"\nclip = 100.0\nbits = 24\n'
+        "dropout_rate = 0.0\ncorrupt_fraction = 0.0\n"
+    )
+    rounds, params, _ = deploy(tmp_path, marked)
+    simulated = simulate(tmp_path, marked)
+    np.testing.assert_allclose(params, simulated.params, atol=1e-6)
+    for deployed, local in zip(rounds, simulated.records, strict=True):
+        assert deployed.accepted == local.accepted == (0, 1, 2)
+        assert deployed.metrics["bytes_down"] == local.metrics["bytes_down"]
+        advertise = deployed.metrics["wire_bytes_down.secagg.advertise"]
+        assert 3 * 2 * D < advertise < 3 * 2 * D + 600
+
+
 def wait_for(output, pattern: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

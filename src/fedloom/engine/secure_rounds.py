@@ -123,12 +123,9 @@ def run_secure_round(
     layout = algorithm.work.model.layout
     params = state.params.view()  # never changed in place: a read-only view, not a copy
     params.flags.writeable = False
-    if algorithm.broadcast_window is not None:
-        params, sends, delta = broadcast_models(
-            algorithm, state.broadcast, params, cohort, seed=seed, round_=round_, executor=executor
-        )
-    else:  # the secure rounds send the model as float32, whatever the broadcast codec
-        sends, delta = [(None, None)] * len(cohort), None
+    params, sends, delta = broadcast_models(
+        algorithm, state.broadcast, params, cohort, seed=seed, round_=round_, executor=executor
+    )
     skipped = replace(state, round=round_ + 1, broadcast=delta)
 
     def record(

@@ -439,7 +439,7 @@ class GrpcExecutor:
         self, task_id: int, task: SecureTrainTask, session: Session
     ) -> Iterator[pb.ServerMessage | WireMessage]:
         b = task.broadcast
-        payload = self._encoded_model(b) if b.delta_from is not None else b""
+        payload = self._encoded_model(b)
         model = [] if payload else [("params", b.params)]
         vectors = [*model, *b.extras.items()]
         yield pb.ServerMessage(
