@@ -42,6 +42,14 @@ def delta(text: str) -> str:
     return marked
 
 
+def secure(text: str) -> str:
+    """``text`` with a secure_sum stage (no dropouts or corrupt clients assumed: 3 sites)."""
+    return text + (
+        '\n[[stages]]\nkind = "secure_sum"\nclip = 100.0\nbits = 24\n'
+        "dropout_rate = 0.0\ncorrupt_fraction = 0.0\n"
+    )
+
+
 def deploy(tmp_path: Path, text: str, drifting: str | None = None) -> tuple[list, object, str]:
     experiment = Experiment.from_toml(text)
     (tmp_path / "exp.toml").write_text(text)
@@ -143,10 +151,7 @@ def test_a_resumed_server_sends_chains_and_a_restarted_site_the_whole_model(
 
 def test_secure_aggregation_over_grpc_sends_chains(tmp_path: Path) -> None:
     text = delta(experiment_text(rounds=3, cohort=3, min_cohort=2, federated_eval=False))
-    text += (
-        '\n[[stages]]\nkind = "secure_sum"\nclip = 100.0\nbits = 24\n'
-        "dropout_rate = 0.0\ncorrupt_fraction = 0.0\n"
-    )
+    text = secure(text)
     rounds, params, _ = deploy(tmp_path, text)
     simulated = simulate(tmp_path, text)
     np.testing.assert_allclose(params, simulated.params, atol=1e-6)
@@ -166,10 +171,7 @@ def test_secure_aggregation_over_grpc_sends_a_plain_broadcast_codec(tmp_path: Pa
     text = experiment_text(rounds=2, cohort=3, min_cohort=2, federated_eval=False)
     marked = text.replace('name = "fedavg"\n', 'name = "fedavg"\nbroadcast = "float16"\n')
     assert marked != text
-    marked += (
-        '\n[[stages]]\nkind = "secure_sum"\nclip = 100.0\nbits = 24\n'
-        "dropout_rate = 0.0\ncorrupt_fraction = 0.0\n"
-    )
+    marked = secure(marked)
     rounds, params, _ = deploy(tmp_path, marked)
     simulated = simulate(tmp_path, marked)
     np.testing.assert_allclose(params, simulated.params, atol=1e-6)
