@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from fedloom.core.blocks import BLOCK
 from fedloom.core.layout import Vector
 
 
@@ -78,9 +79,9 @@ def check_cohort(updates: npt.NDArray[np.float32], weights: npt.NDArray[np.float
         raise ValueError(f"weights must be finite and > 0, got {weights.tolist()}")
 
 
-FOLD_BLOCK = 1 << 18
-"""Entries converted to float64 at a time while folding: the temporary stays 2 MB whatever the
-model's size."""
+FOLD_BLOCK = BLOCK
+"""Entries converted to float64 at a time while folding (:data:`fedloom.core.blocks.BLOCK`): the
+temporary stays 2 MB whatever the model's size."""
 
 _SPENT = np.zeros(0, dtype=np.float64)
 
@@ -101,12 +102,11 @@ class Fold:
         self.count = 0
         self.weighted = weighted
         self.mean = mean
-        self.spent = False
 
     def add(self, update: npt.ArrayLike, weight: float) -> None:
         """Fold in one client's ``update`` of this fold's size with its positive ``weight``."""
         vector = np.asarray(update)
-        if self.spent:
+        if self.total is _SPENT:
             raise ValueError("this fold's result was already taken; start a new fold")
         if vector.shape != self.total.shape:
             raise ValueError(f"update has shape {vector.shape}, expected {self.total.shape}")
@@ -128,11 +128,10 @@ class Fold:
         fold gives its result once, and another call is a ValueError."""
         if self.count == 0:
             raise ValueError("no update was folded in; a reduction needs at least one")
-        if self.spent:
+        if self.total is _SPENT:
             raise ValueError("this fold's result was already taken; start a new fold")
         total = self.total
         self.total = _SPENT
-        self.spent = True
         if self.mean:
             total /= self.weights
         return total.astype(np.float32)
