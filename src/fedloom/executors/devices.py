@@ -219,11 +219,10 @@ def fleet_clock(
     (``update_bytes``: an update's size on the wire, :func:`wire_update_bytes`; default float32).
     A population made on demand is only asked for the clients that are timed."""
     lookup = client_lookup(clients)
-    upload = update_bytes
 
     def seconds(client: int, broadcast: Broadcast) -> float:
         steps = work.num_steps(_size(lookup, client), broadcast.max_steps)
-        return fleet.seconds(client, broadcast, steps * work.batch_size, update_bytes=upload)
+        return fleet.seconds(client, broadcast, steps * work.batch_size, update_bytes=update_bytes)
 
     return seconds
 
