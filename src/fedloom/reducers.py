@@ -126,6 +126,10 @@ class Fold:
 
         The float64 sum is let go once rounded, so the caller's next steps do not hold it: a
         fold gives its result once, and another call is a ValueError."""
+        return self.result64().astype(np.float32)
+
+    def result64(self) -> npt.NDArray[np.float64]:
+        """:meth:`result` before it is rounded to float32 (the fold's own float64 array)."""
         if self.count == 0:
             raise ValueError("no update was folded in; a reduction needs at least one")
         if self.total is _SPENT:
@@ -134,7 +138,7 @@ class Fold:
         self.total = _SPENT
         if self.mean:
             total /= self.weights
-        return total.astype(np.float32)
+        return total
 
 
 @runtime_checkable

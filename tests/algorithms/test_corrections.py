@@ -34,7 +34,11 @@ def test_scaffold_control_adds_the_sum_of_changes_over_the_population() -> None:
         result(1, **{CONTROL: [1.0, 2.0, -3.0]}),
         result(7, **{CONTROL: [0.5, -1.0, 0.0]}),
     ]
-    aggregate, extras = correction.apply(AGGREGATE, results, c, population=10, layout=LAYOUT)
+    assert correction.summed == (CONTROL,)
+    sums = {CONTROL: np.array([1.5, 1.0, -3.0])}  # what the engine folds from the results
+    aggregate, extras = correction.apply(
+        AGGREGATE, results, c, sums=sums, population=10, layout=LAYOUT
+    )
     # c + (Δc_1 + Δc_2) / N, N = 10, whatever the example counts
     np.testing.assert_allclose(
         extras[CONTROL], [0.5 + 1.5 / 10, -0.5 + 1.0 / 10, 1.0 - 3.0 / 10], rtol=1e-6
@@ -52,7 +56,9 @@ def test_scaffold_control_starts_at_zero_and_expects_a_full_vector() -> None:
 def test_fednova_scale_multiplies_by_the_weighted_mean_norm() -> None:
     correction = FedNovaScale()
     results = [result(1, **{FEDNOVA_NORM: [2.0]}), result(3, **{FEDNOVA_NORM: [4.25]})]
-    aggregate, extras = correction.apply(AGGREGATE, results, {}, population=10, layout=LAYOUT)
+    aggregate, extras = correction.apply(
+        AGGREGATE, results, {}, sums={}, population=10, layout=LAYOUT
+    )
     # τ_eff = (1 · 2 + 3 · 4.25) / 4 = 14.75 / 4 = 3.6875
     np.testing.assert_allclose(aggregate, AGGREGATE.astype(np.float64) * 3.6875, rtol=1e-6)
     assert extras == {}
@@ -164,5 +170,7 @@ def test_one_scaffold_round_updates_the_server_control_by_hand() -> None:
 def test_fednova_scale_leaves_running_statistics_unscaled() -> None:
     layout = Layout((Field("w", (2,)), Field("running_mean", (1,), trainable=False)))
     results = [result(1, **{FEDNOVA_NORM: [2.0]}), result(3, **{FEDNOVA_NORM: [4.25]})]
-    aggregate, _ = FedNovaScale().apply(AGGREGATE, results, {}, population=10, layout=layout)
+    aggregate, _ = FedNovaScale().apply(
+        AGGREGATE, results, {}, sums={}, population=10, layout=layout
+    )
     np.testing.assert_allclose(aggregate, [0.4 * 3.6875, -0.8 * 3.6875, 1.2], rtol=1e-6)

@@ -132,6 +132,8 @@ class Handing:
         self.backwards = backwards
         self.alive_when_handed: list[int] = []
         self.refs: list[weakref.ref[npt.NDArray[np.float32]]] = []
+        self.extras_alive_when_handed: list[int] = []
+        self.extras_refs: list[weakref.ref[npt.NDArray[np.float32]]] = []
 
     def run(self, tasks: Sequence[Task]) -> list[Reply]:
         return self.inner.run(tasks)
@@ -142,9 +144,13 @@ class Handing:
         for i in reversed(positions) if self.backwards else positions:
             reply = replies[i]
             if isinstance(reply, fl.ClientResult):
-                reply = replace(reply, update=reply.update.copy())
+                extras = {k: np.array(v, copy=True) for k, v in reply.extras.items()}
+                reply = replace(reply, update=reply.update.copy(), extras=extras)
                 self.alive_when_handed.append(sum(r() is not None for r in self.refs))
                 self.refs.append(weakref.ref(reply.update))
+                alive = sum(r() is not None for r in self.extras_refs)
+                self.extras_alive_when_handed.append(alive)
+                self.extras_refs.extend(weakref.ref(v) for v in extras.values())
             consume(i, reply)
             del reply
 
@@ -200,6 +206,9 @@ def test_streamed_rounds_give_the_stacked_rounds_parameters_bit_for_bit(
     # every update was gone before the next one was handed over
     assert len(handing.alive_when_handed) == 18
     assert set(handing.alive_when_handed) == {0}
+    # and so was SCAFFOLD's Δc, a vector of the model's size: summed as it arrived
+    assert set(handing.extras_alive_when_handed) == {0}
+    assert bool(handing.extras_refs) == (name == "scaffold")
 
 
 def test_replies_in_another_order_move_the_parameters_by_at_most_one_ulp(

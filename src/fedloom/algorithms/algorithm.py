@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from fedloom.client.work import Array, ClientWork
 from fedloom.compression.codec import Codec
@@ -35,15 +36,26 @@ class ServerCorrection(Protocol):
         """Names and lengths of the extra vectors every client result must carry."""
         ...
 
+    @property
+    def summed(self) -> tuple[str, ...]:
+        """The extras ``apply`` needs only as their sum over the accepted results: the engine
+        adds each into a float64 total as its reply arrives and drops it from the result, so a
+        round holds one such vector, not one per client (SCAFFOLD's ``Δc``)."""
+        ...
+
     def apply(
         self,
         aggregate: Vector,
         results: Sequence[ClientResult],
         extras: Mapping[str, Vector],
         *,
+        sums: Mapping[str, npt.NDArray[np.float64]],
         population: int,
         layout: Layout,
-    ) -> tuple[Vector, dict[str, Vector]]: ...
+    ) -> tuple[Vector, dict[str, Vector]]:
+        """``sums``: each of :attr:`summed`'s extras summed over ``results`` (which no longer
+        carry them)."""
+        ...
 
 
 @dataclass(frozen=True)

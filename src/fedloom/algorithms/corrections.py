@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from fedloom.client.local_sgd import CONTROL, FEDNOVA_NORM
 from fedloom.core.layout import Layout, Vector
@@ -23,17 +24,21 @@ class ScaffoldControl:
     def expected_extras(self, size: int) -> dict[str, int]:
         return {CONTROL: size}
 
+    @property
+    def summed(self) -> tuple[str, ...]:
+        return (CONTROL,)
+
     def apply(
         self,
         aggregate: Vector,
         results: Sequence[ClientResult],
         extras: Mapping[str, Vector],
         *,
+        sums: Mapping[str, npt.NDArray[np.float64]],
         population: int,
         layout: Layout,
     ) -> tuple[Vector, dict[str, Vector]]:
-        total = np.sum([r.extras[CONTROL] for r in results], axis=0, dtype=np.float64)
-        control = (extras[CONTROL] + total / population).astype(np.float32)
+        control = (extras[CONTROL] + sums[CONTROL] / population).astype(np.float32)
         return aggregate, {CONTROL: control}
 
 
@@ -50,12 +55,17 @@ class FedNovaScale:
     def expected_extras(self, size: int) -> dict[str, int]:
         return {FEDNOVA_NORM: 1}
 
+    @property
+    def summed(self) -> tuple[str, ...]:
+        return ()  # one number a client, weighted by its example count: kept with the result
+
     def apply(
         self,
         aggregate: Vector,
         results: Sequence[ClientResult],
         extras: Mapping[str, Vector],
         *,
+        sums: Mapping[str, npt.NDArray[np.float64]],
         population: int,
         layout: Layout,
     ) -> tuple[Vector, dict[str, Vector]]:

@@ -128,6 +128,8 @@ def run_round(
     layout = algorithm.work.model.layout
     expected = algorithm.correction.expected_extras(layout.size) if algorithm.correction else {}
     fold = streaming_fold(algorithm)
+    summed = algorithm.correction.summed if algorithm.correction else ()
+    sums = {name: Fold(expected[name], weighted=False, mean=False) for name in summed}
     sent_up = 0
     checked: dict[int, ClientResult | Rejection] = {}
     trained = [False] * len(cohort)
@@ -150,6 +152,11 @@ def run_round(
         if fold is not None:
             fold.add(reply.update, reply.num_examples)
             reply = replace(reply, update=_FOLDED)
+        if sums:
+            for name, total in sums.items():
+                total.add(reply.extras[name], 1.0)
+            kept = {k: v for k, v in reply.extras.items() if k not in sums}
+            reply = replace(reply, extras=kept)
         checked[position] = reply
 
     if tasks:
@@ -191,6 +198,7 @@ def run_round(
         weights,
         population=len(population),
         aggregate=None if fold is None else fold.result(),
+        sums={name: total.result64() for name, total in sums.items()},
     )
     record = RoundRecord(
         round_,
@@ -211,12 +219,15 @@ def apply_results(
     *,
     population: int,
     aggregate: Vector | None = None,
+    sums: Mapping[str, npt.NDArray[np.float64]] | None = None,
 ) -> tuple[ServerState, dict[str, float]]:
     """The server's half of a round on checked results: reduce with ``weights``, the stages'
     server halves in reverse order, the algorithm's correction, then the server optimizer.
 
     ``aggregate``: the reducer's result, already folded as the updates arrived (a streamed
-    round, :func:`streaming_fold`); the results' updates are then not read.
+    round, :func:`streaming_fold`); the results' updates are then not read. ``sums``: the
+    correction's :attr:`~fedloom.algorithms.algorithm.ServerCorrection.summed` extras, summed
+    as the replies arrived (the results no longer carry them); None sums them here.
 
     Returns the state of the next round and the metrics: the clients' example-weighted mean
     metrics, the stages' own, and the aggregate's norm.
@@ -248,8 +259,13 @@ def apply_results(
 
     extras = state.extras
     if algorithm.correction is not None:
+        if sums is None:
+            sums = {
+                name: np.sum([r.extras[name] for r in results], axis=0, dtype=np.float64)
+                for name in algorithm.correction.summed
+            }
         aggregate, extras = algorithm.correction.apply(
-            aggregate, results, extras, population=population, layout=layout
+            aggregate, results, extras, sums=sums, population=population, layout=layout
         )
 
     step, opt_state = algorithm.server_optimizer.update(aggregate, state.optimizer)
