@@ -365,6 +365,7 @@ def drive(args: argparse.Namespace, *, engine: bool, probe_mode: str | None) -> 
         "wall_seconds": wall,
         "cpus": os.cpu_count(),
         "server": "fl.serve" if engine else "GrpcExecutor.run_each",
+        "malloc_arenas": args.malloc_arenas,
         **({"probe": out["probe"]} if "probe" in out else {}),
     }
 
@@ -391,6 +392,14 @@ def markdown(result: dict[str, object], command: str) -> str:
     phases = "\n".join(
         f"| {name}: {what} | {peaks[name]:,.0f} MB |" for name, what in PHASES if name in peaks
     )
+    count = r.get("malloc_arenas")
+    arenas = (
+        "glibc's own malloc arenas"
+        if not count
+        else "one malloc arena"
+        if count == 1
+        else f"at most {count} malloc arenas"
+    )
     real_times = ", ".join(f"{t:.2f}" for t in real["round_seconds"])
     return f"""# Deployment benchmark: gRPC with mutual TLS on loopback
 
@@ -402,7 +411,7 @@ transport: per round each of {r["sites"]} sites receives the {r["params"]:,}-par
 ## The transport
 
 The server is `GrpcExecutor.run_each` with a float64 running mean, as the engine's streamed rounds
-drive it.
+drive it, with {arenas} (`fedloom server --malloc-arenas`).
 
 | measure | value |
 |---|---|
@@ -431,9 +440,10 @@ Seconds per round: {real_times}.
 The server holds the model, the float64 sum (two model copies) and at most two replies
 (`ServiceConfig.uploads`: a reply keeps its slot from reassembly until the engine has folded it
 in, so the others wait at their sites); the rest is gRPC's and OpenSSL's native buffers (the
-chunks in flight to and from every site) and the interpreter with its libraries. What each part
-is, measured, is in [deployment.md](deployment.md#memory). A site holds the model it received, its
-update and one chunk in flight.
+chunks in flight to and from every site, in one malloc arena: `ServerOptions.malloc_arenas`) and
+the interpreter with its libraries. What each part is, measured, is in
+[deployment.md](deployment.md#memory). A site holds the model it received, its update and one
+chunk in flight.
 """
 
 
