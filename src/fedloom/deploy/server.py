@@ -85,12 +85,9 @@ class ServerOptions:
     malloc_arenas: int | None = 1
 
     def __post_init__(self) -> None:
-        for name in ("uploads", "malloc_arenas"):
-            value = getattr(self, name)
-            if name == "malloc_arenas" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        _count("uploads", self.uploads)
+        if self.malloc_arenas is not None:
+            _count("malloc_arenas", self.malloc_arenas)
         if not self.sites:
             raise ValueError("sites must name at least one site (the federation's allow-list)")
         if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 4:
@@ -105,6 +102,11 @@ class ServerOptions:
             raise ValueError(
                 f"wait_for must be between 0 and the {len(self.sites)} sites, got {self.wait_for}"
             )
+
+
+def _count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def serve(
