@@ -46,6 +46,12 @@ def _layout(params: int):  # type: ignore[no-untyped-def]
 
 
 def _probe(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The memory probe, if asked for; first the malloc arena limit, as ``fedloom server``
+    sets it at its start, before any other thread (the probe's) makes an arena."""
+    if args.malloc_arenas:
+        from fedloom.transport.allocator import limit_malloc_arenas
+
+        limit_malloc_arenas(args.malloc_arenas)
     if not args.probe:
         return None
     from memory_probe import Probe
@@ -70,6 +76,7 @@ def server(args: argparse.Namespace) -> None:
         verifier=Verifier(fed.root),
         heartbeat=60.0,
         **({"uploads": args.uploads} if args.uploads else {}),
+        **({"chunk_bytes": args.chunk_bytes} if args.chunk_bytes else {}),
     )
     credentials = ServerCredentials(
         fed.cert("server").read_bytes(), fed.key("server").read_bytes(), fed.ca_cert.read_bytes()
@@ -143,6 +150,8 @@ def engine_server(args: argparse.Namespace) -> None:
         deadline=600,
         heartbeat=60.0,
         **({"uploads": args.uploads} if args.uploads else {}),
+        **({"chunk_bytes": args.chunk_bytes} if args.chunk_bytes else {}),
+        malloc_arenas=args.malloc_arenas or None,
     )
     algorithm = fl.fedavg(fl.local_sgd(LinearRegression(args.params - 1), lr=0.1))
     rounds: list[dict[str, float]] = []
@@ -306,6 +315,9 @@ def drive(args: argparse.Namespace, *, engine: bool, probe_mode: str | None) -> 
             role,
             *probe,
             *(["--uploads", str(args.uploads)] if args.uploads else []),
+            *(["--chunk-bytes", str(args.chunk_bytes)] if args.chunk_bytes else []),
+            "--malloc-arenas",
+            str(args.malloc_arenas),
             "--sites",
             str(args.sites),
             "--rounds",
@@ -353,6 +365,7 @@ def drive(args: argparse.Namespace, *, engine: bool, probe_mode: str | None) -> 
         "wall_seconds": wall,
         "cpus": os.cpu_count(),
         "server": "fl.serve" if engine else "GrpcExecutor.run_each",
+        "malloc_arenas": args.malloc_arenas,
         **({"probe": out["probe"]} if "probe" in out else {}),
     }
 
@@ -379,6 +392,14 @@ def markdown(result: dict[str, object], command: str) -> str:
     phases = "\n".join(
         f"| {name}: {what} | {peaks[name]:,.0f} MB |" for name, what in PHASES if name in peaks
     )
+    count = r.get("malloc_arenas")
+    arenas = (
+        "glibc's own malloc arenas"
+        if not count
+        else "one malloc arena"
+        if count == 1
+        else f"at most {count} malloc arenas"
+    )
     real_times = ", ".join(f"{t:.2f}" for t in real["round_seconds"])
     return f"""# Deployment benchmark: gRPC with mutual TLS on loopback
 
@@ -390,7 +411,7 @@ transport: per round each of {r["sites"]} sites receives the {r["params"]:,}-par
 ## The transport
 
 The server is `GrpcExecutor.run_each` with a float64 running mean, as the engine's streamed rounds
-drive it.
+drive it, with {arenas} (`fedloom server --malloc-arenas`).
 
 | measure | value |
 |---|---|
@@ -419,9 +440,10 @@ Seconds per round: {real_times}.
 The server holds the model, the float64 sum (two model copies) and at most two replies
 (`ServiceConfig.uploads`: a reply keeps its slot from reassembly until the engine has folded it
 in, so the others wait at their sites); the rest is gRPC's and OpenSSL's native buffers (the
-chunks in flight to and from every site) and the interpreter with its libraries. What each part
-is, measured, is in [deployment.md](deployment.md#memory). A site holds the model it received, its
-update and one chunk in flight.
+chunks in flight to and from every site, in one malloc arena: `ServerOptions.malloc_arenas`) and
+the interpreter with its libraries. What each part is, measured, is in
+[deployment.md](deployment.md#memory). A site holds the model it received, its update and one
+chunk in flight.
 """
 
 
@@ -440,6 +462,19 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
         "--uploads", type=int, help="the server's ServiceConfig.uploads (default: its own)"
+    )
+    parser.add_argument(
+        "--chunk-bytes",
+        type=int,
+        help="the server's ServiceConfig.chunk_bytes, which is also its HTTP/2 window per stream "
+        "(default: its own, 1 MiB)",
+    )
+    parser.add_argument(
+        "--malloc-arenas",
+        type=int,
+        default=1,
+        help="glibc malloc arenas the server may use (ServerOptions.malloc_arenas; 0: leave "
+        "the allocator as it is)",
     )
     parser.add_argument(
         "--engine", action="store_true", help="serve with the real server (fl.serve), not run_each"

@@ -15,6 +15,7 @@ Used by ``bench/deploy_bench.py --probe``; Linux only (``/proc``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import threading
 import time
@@ -68,7 +69,7 @@ class Probe:
             self.rss_peaks[name] = max(self.rss_peaks.get(name, 0.0), rss)
             if rss > self.maps_high + 2:
                 self.maps_high = rss
-                self.maps = {"phase": name, "rss_mb": rss, **_mappings()}
+                self.maps = {"phase": name, "rss_mb": rss, **_mappings(), **_malloc()}
                 if self.trace:  # a walk of every object: only when tracing anyway
                     self.maps["arrays"] = _arrays()
             if self.trace and rss > self.snapshot_rss + STEP / MB:
@@ -151,6 +152,38 @@ def _mappings() -> dict[str, object]:
     return {
         "by_kind_mb": {k: round(v, 1) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
         "large_anon_mb": [(round(size, 1), round(rss, 1)) for size, rss in large[:20]],
+    }
+
+
+_MALLINFO2 = (
+    "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+    "keepcost",
+)  # fmt: skip
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2``: every field a ``size_t``."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2]
+
+
+def _malloc() -> dict[str, object]:
+    """glibc's own account (``mallinfo2``, glibc 2.33 and later; nothing elsewhere): bytes its
+    arenas hold from the system, how much of that is allocated and how much is free but kept,
+    and the bytes of blocks mapped one apiece (NumPy's large arrays)."""
+    try:
+        info = ctypes.CDLL(None).mallinfo2
+    except (AttributeError, OSError):
+        return {}
+    info.restype = _MallInfo2
+    got = info()
+    return {
+        "malloc_mb": {
+            "arenas": round(got.arena / MB, 1),
+            "in use": round(got.uordblks / MB, 1),
+            "free, kept": round(got.fordblks / MB, 1),
+            "mapped blocks": round(got.hblkhd / MB, 1),
+        }
     }
 
 

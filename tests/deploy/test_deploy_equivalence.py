@@ -67,6 +67,8 @@ def test_grpc_run_equals_simulation(tmp_path: Path) -> None:
         [SITES[c] for c in r.accepted] for r in rounds
     ]
     assert all(len(p["updates"]) == len(p["participants"]) for p in round_entries)
+    # ... trained by a server whose malloc shares one arena (ServerOptions.malloc_arenas)
+    assert "malloc arenas: at most 1" in server.output()
     np.testing.assert_allclose(checkpoint.state.params, simulated.history.params, atol=1e-5)
     assert set(checkpoint.state.extras) == {"control"}
     np.testing.assert_allclose(

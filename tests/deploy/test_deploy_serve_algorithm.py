@@ -216,3 +216,12 @@ def test_description_rebuilds_the_same_client_program() -> None:
     odd = fl.fedavg(replace(_work(), prox_mu=0.1))
     with pytest.raises(ValueError, match="sites would build a different client program"):
         describe(odd)
+
+
+def test_malloc_arenas_is_a_count_from_one_or_none() -> None:
+    options = ServerOptions(address="127.0.0.1:0", sites=tuple(SITES), credentials=None)
+    assert options.malloc_arenas == 1
+    assert replace(options, malloc_arenas=None).malloc_arenas is None
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"malloc_arenas must be an integer >= 1, got {bad}"):
+            replace(options, malloc_arenas=bad)

@@ -76,3 +76,20 @@ def test_uploads_below_one_are_refused_before_the_federation_starts(
     captured = capsys.readouterr()
     assert f"uploads must be an integer >= 1, got {uploads}" in captured.err
     assert "listening on" not in captured.out
+
+
+def test_a_negative_malloc_arena_count_is_refused_before_the_federation_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = tmp_path / "exp.toml"
+    exp.write_text(experiment_text(clients=2, cohort=2))
+    fed = federation(tmp_path / "fed", ["site-a", "site-b"])
+    with pytest.raises(SystemExit) as exit_:
+        main(["server", str(exp), "--dir", str(fed.root), "--listen", "127.0.0.1:0",
+              "--runs", str(tmp_path / "runs"), "--malloc-arenas", "-1"])  # fmt: skip
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert "--malloc-arenas must be 0 (leave the allocator as it is) or a count >= 1, got -1" in (
+        " ".join(captured.err.split())
+    )
+    assert "listening on" not in captured.out

@@ -84,6 +84,13 @@ def _warn_insecure(who: str) -> None:
     help="Sites' replies the server holds at once (1: one model less in memory).",
 )
 @click.option(
+    "--malloc-arenas",
+    default=1,
+    show_default=True,
+    help="glibc malloc arenas the server may use (fewer keep less freed memory; 0: leave the "
+    "allocator as it is, as MALLOC_ARENA_MAX in the environment does).",
+)
+@click.option(
     "--runs",
     "runs_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -126,6 +133,7 @@ def server(
     hello_timeout: float,
     chunk_bytes: int,
     uploads: int,
+    malloc_arenas: int,
     runs_dir: Path,
     resume: str | None,
     new: bool,
@@ -143,8 +151,14 @@ def server(
     from fedloom.pki import Federation, Verifier
     from fedloom.store import RunStore
     from fedloom.transport import ServerCredentials
+    from fedloom.transport.allocator import limit_malloc_arenas
 
     _logging(verbose)
+    if malloc_arenas < 0:
+        raise click.UsageError(
+            f"--malloc-arenas must be 0 (leave the allocator as it is) or a count >= 1, "
+            f"got {malloc_arenas}"
+        )
     dashboard_config = None
     if with_dashboard:
         try:
@@ -179,6 +193,7 @@ def server(
             hello_timeout=hello_timeout,
             chunk_bytes=chunk_bytes,
             uploads=uploads,
+            malloc_arenas=malloc_arenas or None,
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
@@ -205,6 +220,8 @@ def server(
         )
         sys.stdout.flush()
 
+    if options.malloc_arenas is not None:  # before the dashboard's thread makes an arena
+        limit_malloc_arenas(options.malloc_arenas)  # (serve does it too, for fl.serve)
     runs_dir.mkdir(parents=True, exist_ok=True)
     try:
         with RunStore.open(runs_dir / STORE_FILE) as store, _dashboard(dashboard_config) as live:

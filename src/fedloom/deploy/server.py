@@ -53,6 +53,7 @@ from fedloom.transport import (
     SiteRefusal,
     TrainingConfig,
 )
+from fedloom.transport.allocator import limit_malloc_arenas
 
 log = logging.getLogger("fedloom.server")
 
@@ -65,7 +66,10 @@ class ServerOptions:
     serves without TLS. ``wait_for`` sites must be connected before the first round (default:
     all). ``deadline`` bounds each round's wait for replies. ``uploads``: how many sites' replies
     the server holds at once (``ServiceConfig.uploads``; 1 holds one model less, 2 keeps two
-    uploads moving on a distant link).
+    uploads moving on a distant link). ``malloc_arenas``: how many glibc malloc arenas the
+    server process may use (:func:`~fedloom.transport.allocator.limit_malloc_arenas`; 1 keeps
+    about 60 MB less of gRPC's freed buffers resident with 20 sites); None leaves the allocator
+    as it is, as does ``MALLOC_ARENA_MAX`` set in the environment.
     """
 
     address: str
@@ -78,10 +82,12 @@ class ServerOptions:
     hello_timeout: float = 10.0
     chunk_bytes: int = 1 << 20
     uploads: int = 2
+    malloc_arenas: int | None = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.uploads, bool) or not isinstance(self.uploads, int) or self.uploads < 1:
-            raise ValueError(f"uploads must be an integer >= 1, got {self.uploads!r}")
+        _count("uploads", self.uploads)
+        if self.malloc_arenas is not None:
+            _count("malloc_arenas", self.malloc_arenas)
         if not self.sites:
             raise ValueError("sites must name at least one site (the federation's allow-list)")
         if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 4:
@@ -96,6 +102,11 @@ class ServerOptions:
             raise ValueError(
                 f"wait_for must be between 0 and the {len(self.sites)} sites, got {self.wait_for}"
             )
+
+
+def _count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def serve(
@@ -218,6 +229,12 @@ def serve_plan(
         terms=plan.terms,
         uploads=options.uploads,
     )
+    if options.malloc_arenas is not None:  # before gRPC's threads make arenas of their own
+        limited = limit_malloc_arenas(options.malloc_arenas)
+        log.info(
+            "malloc arenas: %s",
+            f"at most {options.malloc_arenas}" if limited else "left as they are",
+        )
     started = time.perf_counter()
     with GrpcExecutor(
         service,

@@ -1,0 +1,99 @@
+"""The malloc arena limit: glibc accepts it and threads started afterwards share the arenas
+allowed, not one each; an arena count the environment chose stands. Each case runs in its own
+interpreter (the limit is process-wide) and counts arenas with glibc's ``malloc_stats``."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fedloom.transport.allocator import limit_malloc_arenas
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+try:
+    ctypes.CDLL(None).gnu_get_libc_version  # noqa: B018
+    GLIBC = True
+except (AttributeError, OSError):
+    GLIBC = False
+
+needs_glibc = pytest.mark.skipif(not GLIBC, reason="arenas are glibc's")
+
+THREADS = 6
+
+SCRIPT = textwrap.dedent(
+    f"""
+    import ctypes, sys, threading
+    from fedloom.transport.allocator import limit_malloc_arenas
+
+    if sys.argv[1] != "none":
+        print(limit_malloc_arenas(int(sys.argv[1])))
+    # Every thread allocates while all are alive, so none can take over a finished one's arena.
+    started = threading.Barrier({THREADS})
+    done = threading.Barrier({THREADS} + 1)
+    kept = []
+
+    def work():
+        started.wait()
+        kept.append(bytearray(200_000))  # past pymalloc's limit: malloc, in this thread's arena
+        done.wait()
+        done.wait()
+
+    threads = [threading.Thread(target=work) for _ in range({THREADS})]
+    for thread in threads:
+        thread.start()
+    done.wait()
+    ctypes.CDLL(None).malloc_stats()  # one "Arena N:" paragraph an arena, on stderr
+    done.wait()
+    for thread in threads:
+        thread.join()
+    """
+)
+
+
+def arenas(limit: str, **env: str) -> tuple[str, int]:
+    """What ``limit_malloc_arenas(limit)`` returned (or nothing, for ``"none"``) in a fresh
+    interpreter, and how many arenas its threads then used."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX",)}
+    environment.pop("GLIBC_TUNABLES", None)
+    environment.update(PYTHONPATH=str(SRC), **env)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, limit],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    count = sum(line.startswith("Arena ") for line in done.stderr.splitlines())
+    return done.stdout.strip(), count
+
+
+@needs_glibc
+def test_without_a_limit_each_thread_gets_an_arena() -> None:
+    # the baseline the limit changes: glibc's default allows eight arenas a core
+    assert arenas("none") == ("", THREADS + 1)
+
+
+@needs_glibc
+@pytest.mark.parametrize("limit", [1, 2])
+def test_after_the_limit_threads_share_the_arenas_allowed(limit: int) -> None:
+    assert arenas(str(limit)) == ("True", limit)
+
+
+@needs_glibc
+def test_an_arena_count_from_the_environment_stands() -> None:
+    assert arenas("1", MALLOC_ARENA_MAX="3") == ("False", 3)
+    assert arenas("1", GLIBC_TUNABLES="glibc.malloc.arena_max=2") == ("False", 2)
+
+
+@pytest.mark.parametrize("count", [0, -1, True, 1.5, "2"])
+def test_a_count_below_one_or_not_an_integer_is_refused(count: object) -> None:
+    with pytest.raises(ValueError, match=rf"integer >= 1, got {count!r}"):
+        limit_malloc_arenas(count)  # type: ignore[arg-type]
