@@ -4,7 +4,6 @@ and refusals at build time."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
@@ -17,13 +16,11 @@ from fedloom.core.messages import Broadcast
 from fedloom.data import FederatedData
 from fedloom.engine.rounds import client_seed, init_state, run_round
 from fedloom.engine.sampling import FixedCount
-from fedloom.engine.secure_clients import SecureClients
 from fedloom.engine.secure_rounds import SecureTaskKind
 from fedloom.engine.tasks import Failure
 from fedloom.executors import InProcessExecutor
 from fedloom.executors.devices import DeviceExecutor, DeviceProfile, Fleet
 from fedloom.secagg import SecureSum
-from fedloom.secagg.client import ClientSession
 from fedloom.secagg.messages import (
     KeyRoster,
     MaskingRequest,
@@ -269,67 +266,6 @@ def test_the_process_executor_gives_the_in_process_result(
     here = fl.simulate(algorithm, digits_iid, executor="inprocess", **run)
     assert all(r.aborted is None for r in pool.records)
     np.testing.assert_array_equal(pool.params, here.params)
-
-
-@pytest.mark.parametrize("vanish", [{}, {"share": {2}, "mask": {4, 7}, "unmask": {1}}])
-def test_clients_on_several_threads_give_the_one_thread_result(
-    digits_iid: FederatedData, softmax: fl.SoftmaxRegression, vanish: dict[str, set[int]]
-) -> None:
-    """The clients' protocol steps run on a thread pool; every reply still reaches its own
-    position, so the exact sums, the survivors and the parameters are those of one thread."""
-    algorithm = fl.fedavg(train(softmax)).with_stages(fl.secure_sum(clip=50.0, dropout_rate=0.3))
-    outcomes = []
-    for threads in (1, 4):
-        inner = InProcessExecutor(algorithm.client, digits_iid.clients)
-        inner.secure = SecureClients(threads=threads)
-        state = init_state(algorithm, softmax.init(0))
-        for r in range(2):
-            state, record = run_round(
-                algorithm,
-                state,
-                Vanishing(inner, vanish if r == 0 else {}),
-                population=range(10),
-                sampler=FixedCount(10),
-                seed=0,
-            )
-            assert record.aborted is None
-        outcomes.append((state.params, record.accepted, inner.secure.sessions))
-    (one, accepted_one, left_one), (four, accepted_four, left_four) = outcomes
-    np.testing.assert_array_equal(four, one)
-    assert accepted_four == accepted_one
-    assert left_one == left_four == {}
-
-
-def test_the_clients_protocol_steps_really_run_at_once(
-    digits_iid: FederatedData, softmax: fl.SoftmaxRegression, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two clients' masking steps meet at a barrier: run one after another, the first would
-    wait there alone and the round would fail."""
-    meet = threading.Barrier(2, timeout=10)
-    mask = ClientSession.mask
-
-    def waits_for_another(self: ClientSession, request: MaskingRequest) -> object:
-        if self.client in (0, 1):
-            meet.wait()
-        return mask(self, request)
-
-    monkeypatch.setattr(ClientSession, "mask", waits_for_another)
-    algorithm = fl.fedavg(train(softmax)).with_stages(fl.secure_sum(clip=50.0))
-    inner = InProcessExecutor(algorithm.client, digits_iid.clients)
-    inner.secure = SecureClients(threads=2)
-    state = init_state(algorithm, softmax.init(0))
-    _, record = run_round(
-        algorithm, state, inner, population=range(10), sampler=FixedCount(10), seed=0
-    )
-    assert record.aborted is None
-    assert len(record.accepted) == 10
-
-
-def test_secure_clients_validate_their_thread_count() -> None:
-    assert SecureClients().threads >= 1
-    for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="threads must be an integer >= 1"):
-            SecureClients(threads=bad)  # type: ignore[arg-type]
 
 
 def test_an_executor_without_the_protocol_refuses_clearly(
