@@ -29,6 +29,7 @@ from fedloom.core.layout import Layout
 from fedloom.pki import CertificateRefused, PkiError, Verifier
 from fedloom.policy import RunTerms
 from fedloom.transport.codec import (
+    GRANT_FEATURE,
     PROTOCOL_VERSION,
     HeldReport,
     ProtocolError,
@@ -127,6 +128,8 @@ class FederationService:
         self._welcome = config_to_pb(config.training)
         self._secure = any(s.kind == "secure_sum" for s in config.training.stages)
         self._uploads = asyncio.Semaphore(config.uploads)
+        self.grants = 0
+        """Upload grants sent so far (to sites whose Hello listed ``upload.grant.v1``)."""
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -180,7 +183,8 @@ class FederationService:
             old.close("replaced by a new connection from the same site")
         self.sessions[site] = session
         self.changed.set()
-        log.info("site %s joined from %s", site, peer)
+        grants = GRANT_FEATURE in features
+        log.info("site %s joined from %s%s", site, peer, " (upload grants)" if grants else "")
         welcome = pb.ServerMessage(
             welcome=pb.Welcome(
                 protocol_version=PROTOCOL_VERSION,
@@ -190,6 +194,7 @@ class FederationService:
                 chunk_bytes=self.config.chunk_bytes,
                 heartbeat_seconds=self.config.heartbeat,
                 terms=None if self.config.terms is None else terms_to_pb(self.config.terms),
+                features=[GRANT_FEATURE] if grants else [],
             )
         )
         reader = asyncio.create_task(self._read(session, requests))
@@ -311,8 +316,12 @@ class FederationService:
                             self._uploads.release()
                         admitted = False
                 elif not admitted:  # a reply's vectors follow: read them only in a free slot
+                    task = session.receiving
                     await self._admit(session)
                     admitted = True
+                    if GRANT_FEATURE in session.features:  # the site holds them until told
+                        session.send(pb.ServerMessage(upload_grant=pb.UploadGrant(task=task)))
+                        self.grants += 1
             session.close("disconnected")
         except ProtocolError as error:
             log.warning("site %s (%s) broke the protocol: %s", session.site, session.peer, error)
@@ -335,7 +344,10 @@ class FederationService:
 
     async def _admit(self, session: Session) -> None:
         """Wait for an upload slot; meanwhile the site counts as heard from (it is held back
-        by this server, not silent)."""
+        by this server, not silent). A site that speaks ``upload.grant.v1`` sends nothing but
+        heartbeats meanwhile: the grant the reader sends once it holds the slot releases its
+        chunks. Another site's chunks wait behind the header at the site too, but only once
+        HTTP/2 flow control stops it, with a stream window of them already in this server."""
         session.queued = True
         try:
             await self._uploads.acquire()
