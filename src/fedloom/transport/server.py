@@ -70,10 +70,11 @@ class ServiceConfig:
     silent for three intervals is dropped. ``terms``: what the run asks of the sites, sent in
     every Welcome for sites with their own policy to check (None: not stated). ``uploads``: how
     many sites' replies the server holds at once; another site's reply waits, unread, after its
-    header (HTTP/2 flow control holds the rest at the site). A reply holds its slot while it is
-    reassembled and, in a streamed round (``GrpcExecutor.run_each``), until its consumer is done
-    with it, so the server holds at most this many replies' vectors however many sites answer
-    together and however slowly the engine folds them in.
+    header (a site that speaks ``upload.grant.v1`` sends the rest only once granted the slot;
+    for another, HTTP/2 flow control holds it at the site after a stream window). A reply
+    holds its slot while it is reassembled and, in a streamed round (``GrpcExecutor.run_each``),
+    until its consumer is done with it, so the server holds at most this many replies' vectors
+    however many sites answer together and however slowly the engine folds them in.
     """
 
     run: str
