@@ -74,11 +74,11 @@ class Forwarder:
         self.listener.close()
 
 
-def _config(names: tuple[str, ...], uploads: int = 1) -> ServiceConfig:
+def _config(names: tuple[str, ...], grants: bool = True) -> ServiceConfig:
     layout = Layout((Field("w", (SIZE,)),))
     return ServiceConfig(
         run="r", layout=layout, training=TrainingConfig("fedavg", {"lr": 0.1}), sites=names,
-        verifier=None, chunk_bytes=CHUNK, heartbeat=60.0, uploads=uploads,
+        verifier=None, chunk_bytes=CHUNK, heartbeat=60.0, uploads=1, grants=grants,
     )  # fmt: skip
 
 
@@ -99,15 +99,22 @@ def _start(
     return forwarders
 
 
-@pytest.mark.parametrize("grants", [True, False])
-def test_a_waiting_site_sends_no_chunk_before_its_grant(grants: bool) -> None:
+@pytest.mark.parametrize(
+    ("site", "server"),
+    [(True, True), (False, True), (True, False)],
+    ids=["grants", "old site", "old server"],
+)
+def test_a_waiting_site_sends_no_chunk_before_its_grant(site: bool, server: bool) -> None:
     # One upload slot, three sites answering at once; the first reply keeps the slot while its
     # consumer takes 0.5 s, so the other two wait. With grants they have sent only their
-    # replies' headers meanwhile; a site without grants (one built before them, which this
-    # server still serves) has pushed a stream window of chunks into the server.
+    # replies' headers meanwhile. A site without grants (one built before them, which this
+    # server still serves), or a site that asks for them of a server that does not grant
+    # (one built before them), has pushed a stream window of chunks into the server.
     names = ("s0", "s1", "s2")
-    with GrpcExecutor(_config(names), address="127.0.0.1:0", credentials=None, deadline=30) as ex:
-        forwarders = _start(ex, dict.fromkeys(names, grants))
+    grants = site and server
+    config = _config(names, grants=server)
+    with GrpcExecutor(config, address="127.0.0.1:0", credentials=None, deadline=30) as ex:
+        forwarders = _start(ex, dict.fromkeys(names, site))
         params = np.random.default_rng(0).standard_normal(SIZE).astype(np.float32)
         time.sleep(0.3)  # the connections settle
         before = {name: f.up for name, f in forwarders.items()}

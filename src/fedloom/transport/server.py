@@ -75,6 +75,8 @@ class ServiceConfig:
     holds its slot while it is reassembled and, in a streamed round (``GrpcExecutor.run_each``),
     until its consumer is done with it, so the server holds at most this many replies' vectors
     however many sites answer together and however slowly the engine folds them in.
+    ``grants``: whether the server grants uploads to sites that ask (``upload.grant.v1``);
+    False serves every site as a server built before grants would.
     """
 
     run: str
@@ -87,6 +89,7 @@ class ServiceConfig:
     hello_timeout: float = 10.0
     terms: RunTerms | None = None
     uploads: int = 2
+    grants: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.uploads, bool) or not isinstance(self.uploads, int) or self.uploads < 1:
@@ -167,6 +170,7 @@ class FederationService:
             log.warning("refused %s: %s", peer, refused.reason)
             await context.abort(refused.code, refused.reason)
             return
+        grants = self.config.grants and GRANT_FEATURE in features
         session = Session(
             site,
             peer,
@@ -175,6 +179,7 @@ class FederationService:
             connected_at=time.time(),
             features=features,
             held=held,
+            grants=grants,
             max_length=self.config.layout.size,
             chunk_bytes=self.config.chunk_bytes,
             traffic=self.traffic,
@@ -184,7 +189,6 @@ class FederationService:
             old.close("replaced by a new connection from the same site")
         self.sessions[site] = session
         self.changed.set()
-        grants = GRANT_FEATURE in features
         log.info("site %s joined from %s%s", site, peer, " (upload grants)" if grants else "")
         welcome = pb.ServerMessage(
             welcome=pb.Welcome(
@@ -320,7 +324,7 @@ class FederationService:
                     task = session.receiving
                     await self._admit(session)
                     admitted = True
-                    if GRANT_FEATURE in session.features:  # the site holds them until told
+                    if session.grants:  # the site holds them until told
                         session.send(pb.ServerMessage(upload_grant=pb.UploadGrant(task=task)))
                         self.grants += 1
             session.close("disconnected")
