@@ -133,7 +133,7 @@ class FederationService:
         self._secure = any(s.kind == "secure_sum" for s in config.training.stages)
         self._uploads = asyncio.Semaphore(config.uploads)
         self.grants = 0
-        """Upload grants sent so far (to sites whose Hello listed ``upload.grant.v1``)."""
+        """Upload grants sent so far (to sessions that negotiated ``upload.grant.v1``)."""
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(

@@ -11,7 +11,8 @@ are answered by :class:`~fedloom.transport.secure_site.SecureSite` (the simulato
 A site with its own policy checks the run's terms in the server's Welcome before it builds
 anything or takes a task, answers terms it refuses with a Refusal message, and ends with
 :class:`PolicyRefused`; a policy that requires secure aggregation also fails every plain
-(unmasked) training task, whatever the terms said.
+(unmasked) training task, whatever the terms said. A site asks for upload grants
+(``upload.grant.v1``): a reply's chunks wait at the site until the server has a slot for them.
 """
 
 from __future__ import annotations
