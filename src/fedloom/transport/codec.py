@@ -18,6 +18,9 @@ from fedloom.transport.config import PrivacyOptions, Scalar, StageOptions, Train
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 
 PROTOCOL_VERSION = 1
+GRANT_FEATURE = "upload.grant.v1"
+"""The feature by which a site waits for the server's ``UploadGrant`` before it sends a reply's
+chunks (docs/protocol.md, "Upload grants"); the server's Welcome lists it back when it grants."""
 FRAME_BYTES = 5
 """gRPC's length-prefixed framing adds 5 bytes to each message (a flag and a 4-byte length)."""
 MAX_METRICS = 256

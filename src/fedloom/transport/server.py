@@ -29,6 +29,7 @@ from fedloom.core.layout import Layout
 from fedloom.pki import CertificateRefused, PkiError, Verifier
 from fedloom.policy import RunTerms
 from fedloom.transport.codec import (
+    GRANT_FEATURE,
     PROTOCOL_VERSION,
     HeldReport,
     ProtocolError,
@@ -69,10 +70,13 @@ class ServiceConfig:
     silent for three intervals is dropped. ``terms``: what the run asks of the sites, sent in
     every Welcome for sites with their own policy to check (None: not stated). ``uploads``: how
     many sites' replies the server holds at once; another site's reply waits, unread, after its
-    header (HTTP/2 flow control holds the rest at the site). A reply holds its slot while it is
-    reassembled and, in a streamed round (``GrpcExecutor.run_each``), until its consumer is done
-    with it, so the server holds at most this many replies' vectors however many sites answer
-    together and however slowly the engine folds them in.
+    header (a site that speaks ``upload.grant.v1`` sends the rest only once granted the slot;
+    for another, HTTP/2 flow control holds it at the site after a stream window). A reply
+    holds its slot while it is reassembled and, in a streamed round (``GrpcExecutor.run_each``),
+    until its consumer is done with it, so the server holds at most this many replies' vectors
+    however many sites answer together and however slowly the engine folds them in.
+    ``grants``: whether the server grants uploads to sites that ask (``upload.grant.v1``);
+    False serves every site as a server built before grants would.
     """
 
     run: str
@@ -85,6 +89,7 @@ class ServiceConfig:
     hello_timeout: float = 10.0
     terms: RunTerms | None = None
     uploads: int = 2
+    grants: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.uploads, bool) or not isinstance(self.uploads, int) or self.uploads < 1:
@@ -127,6 +132,8 @@ class FederationService:
         self._welcome = config_to_pb(config.training)
         self._secure = any(s.kind == "secure_sum" for s in config.training.stages)
         self._uploads = asyncio.Semaphore(config.uploads)
+        self.grants = 0
+        """Upload grants sent so far (to sessions that negotiated ``upload.grant.v1``)."""
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -163,6 +170,7 @@ class FederationService:
             log.warning("refused %s: %s", peer, refused.reason)
             await context.abort(refused.code, refused.reason)
             return
+        grants = self.config.grants and GRANT_FEATURE in features
         session = Session(
             site,
             peer,
@@ -171,6 +179,7 @@ class FederationService:
             connected_at=time.time(),
             features=features,
             held=held,
+            grants=grants,
             max_length=self.config.layout.size,
             chunk_bytes=self.config.chunk_bytes,
             traffic=self.traffic,
@@ -180,7 +189,7 @@ class FederationService:
             old.close("replaced by a new connection from the same site")
         self.sessions[site] = session
         self.changed.set()
-        log.info("site %s joined from %s", site, peer)
+        log.info("site %s joined from %s%s", site, peer, " (upload grants)" if grants else "")
         welcome = pb.ServerMessage(
             welcome=pb.Welcome(
                 protocol_version=PROTOCOL_VERSION,
@@ -190,6 +199,7 @@ class FederationService:
                 chunk_bytes=self.config.chunk_bytes,
                 heartbeat_seconds=self.config.heartbeat,
                 terms=None if self.config.terms is None else terms_to_pb(self.config.terms),
+                features=[GRANT_FEATURE] if grants else [],
             )
         )
         reader = asyncio.create_task(self._read(session, requests))
@@ -311,8 +321,12 @@ class FederationService:
                             self._uploads.release()
                         admitted = False
                 elif not admitted:  # a reply's vectors follow: read them only in a free slot
+                    task = session.receiving
                     await self._admit(session)
                     admitted = True
+                    if session.grants:  # the site holds them until told
+                        session.send(pb.ServerMessage(upload_grant=pb.UploadGrant(task=task)))
+                        self.grants += 1
             session.close("disconnected")
         except ProtocolError as error:
             log.warning("site %s (%s) broke the protocol: %s", session.site, session.peer, error)
@@ -335,7 +349,10 @@ class FederationService:
 
     async def _admit(self, session: Session) -> None:
         """Wait for an upload slot; meanwhile the site counts as heard from (it is held back
-        by this server, not silent)."""
+        by this server, not silent). A site that speaks ``upload.grant.v1`` sends nothing but
+        heartbeats meanwhile: the grant the reader sends once it holds the slot releases its
+        chunks. Another site's chunks wait behind the header at the site too, but only once
+        HTTP/2 flow control stops it, with a stream window of them already in this server."""
         session.queued = True
         try:
             await self._uploads.acquire()

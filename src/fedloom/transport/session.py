@@ -120,6 +120,9 @@ class Session:
     """When the site joined, in Unix seconds."""
     features: frozenset[str] = frozenset()
     """The optional protocol parts the site's Hello listed (``secagg.v1``)."""
+    grants: bool = False
+    """Whether this site waits for an ``UploadGrant`` before a reply's chunks (both sides
+    listed ``upload.grant.v1``)."""
     held: HeldReport | None = None
     """The delta broadcast's model the site last said it holds (its Hello, then each training
     reply); None after a failed or timed-out task, when what it holds is unknown."""

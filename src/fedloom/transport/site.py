@@ -11,7 +11,8 @@ are answered by :class:`~fedloom.transport.secure_site.SecureSite` (the simulato
 A site with its own policy checks the run's terms in the server's Welcome before it builds
 anything or takes a task, answers terms it refuses with a Refusal message, and ends with
 :class:`PolicyRefused`; a policy that requires secure aggregation also fails every plain
-(unmasked) training task, whatever the terms said.
+(unmasked) training task, whatever the terms said. A site asks for upload grants
+(``upload.grant.v1``): a reply's chunks wait at the site until the server has a slot for them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -34,6 +36,7 @@ from fedloom.core.messages import Broadcast, ClientResult
 from fedloom.engine.tasks import Evaluation
 from fedloom.policy import RunTerms, SitePolicy
 from fedloom.transport.codec import (
+    GRANT_FEATURE,
     PAYLOAD_SLACK,
     PROTOCOL_VERSION,
     ProtocolError,
@@ -159,6 +162,12 @@ class Site:
     private: bool = True
     """Whether the site runs the client half of a run's differential privacy (clipping) when
     its configuration asks for it (a relay does not: it forwards its region's mean)."""
+    grants: bool = True
+    """Whether the site asks for upload grants (``upload.grant.v1``): after a reply's header
+    it sends the reply's chunks only once the server grants them, so a site waiting for an
+    upload slot keeps its update here rather than in the server's buffers. A server that does
+    not grant (its Welcome does not list the feature) is sent chunks straight away, as is
+    every server by a site with ``grants`` False."""
 
     def __post_init__(self) -> None:
         self._secure = SecureSite(self.layout.size)
@@ -249,6 +258,7 @@ class Site:
                 features=[
                     *([FEATURE] if self.secure else []),
                     *([PRIVACY_FEATURE] if self.private else []),
+                    *([GRANT_FEATURE] if self.grants else []),
                 ],
                 held=_held(self._program),
             )
@@ -268,8 +278,9 @@ class Site:
             self._joined = True
             log.info("%s joined run %s at %s", self.name, welcome.run, self.target)
             beat = asyncio.create_task(self._heartbeat(write, welcome.heartbeat_seconds))
+            granted = self.grants and GRANT_FEATURE in welcome.features
             try:
-                return await self._tasks(call, write, welcome.chunk_bytes)
+                return await self._tasks(_Stream(call, write, granted), welcome.chunk_bytes)
             finally:
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -320,12 +331,10 @@ class Site:
             except Exception:  # the stream ended; the task loop notices and reconnects
                 return
 
-    async def _tasks(
-        self, call: grpc.aio.StreamStreamCall, write: Callable[..., object], chunk_bytes: int
-    ) -> str | None:
+    async def _tasks(self, stream: _Stream, chunk_bytes: int) -> str | None:
         while True:
-            message = await call.read()
-            if message is grpc.aio.EOF:
+            message = await stream.read()
+            if message is None:
                 return None
             kind = message.WhichOneof("kind")
             if kind == "heartbeat":
@@ -337,13 +346,14 @@ class Site:
             if kind in ("key_roster", "masking_request", "unmask_request") and self.secure:
                 request = getattr(message, kind)
                 answer = await asyncio.to_thread(self._secure.step, request)
-                for reply in reply_to_pb(
-                    request.task, answer, bits=self._secure.bits, chunk_bytes=chunk_bytes
-                ):
-                    await write(reply)  # type: ignore[misc]
+                await stream.reply(
+                    reply_to_pb(
+                        request.task, answer, bits=self._secure.bits, chunk_bytes=chunk_bytes
+                    )
+                )
                 continue
             if kind == "secure_train" and self.secure:
-                done = await self._secure_train(call, write, message.secure_train, chunk_bytes)
+                done = await self._secure_train(stream, message.secure_train, chunk_bytes)
                 if not done:
                     return None
                 continue
@@ -358,8 +368,8 @@ class Site:
                 payload_length=int(task.payload_length) if kind == "train" else 0,
             )
             while not receiver.complete:
-                part = await call.read()
-                if part is grpc.aio.EOF:
+                part = await stream.read()
+                if part is None:
                     return None
                 if part.WhichOneof("kind") != "chunk":
                     raise ProtocolError(f"expected a chunk of task {task.task}")
@@ -368,15 +378,10 @@ class Site:
             payload = receiver.payload_result()
             if payload is not None:  # the model, encoded: the program decodes it
                 vectors = {"params": np.zeros(0, dtype=np.float32), **vectors}
-            for reply in await self._answer(kind, task, vectors, chunk_bytes, payload):
-                await write(reply)  # type: ignore[misc]
+            await stream.reply(await self._answer(kind, task, vectors, chunk_bytes, payload))
 
     async def _secure_train(
-        self,
-        call: grpc.aio.StreamStreamCall,
-        write: Callable[..., object],
-        message: pb.SecureTrainTask,
-        chunk_bytes: int,
+        self, stream: _Stream, message: pb.SecureTrainTask, chunk_bytes: int
     ) -> bool:
         """Round 0 of secure aggregation: receive the broadcast, train, answer with keys; False
         if the stream ended first."""
@@ -389,8 +394,8 @@ class Site:
             payload_length=int(task.payload_length),
         )
         while not receiver.complete:
-            part = await call.read()
-            if part is grpc.aio.EOF:
+            part = await stream.read()
+            if part is None:
                 return False
             if part.WhichOneof("kind") != "chunk":
                 raise ProtocolError(f"expected a chunk of task {task.task}")
@@ -401,14 +406,15 @@ class Site:
             self._secure.start, message, receiver.result(), program.train, receiver.payload_result()
         )
         self.tasks_done += 1
-        for reply in reply_to_pb(
-            task.task,
-            answer,
-            bits=self._secure.bits,
-            chunk_bytes=chunk_bytes,
-            held=_held(program),
-        ):
-            await write(reply)  # type: ignore[misc]
+        await stream.reply(
+            reply_to_pb(
+                task.task,
+                answer,
+                bits=self._secure.bits,
+                chunk_bytes=chunk_bytes,
+                held=_held(program),
+            )
+        )
         return True
 
     async def _answer(
@@ -513,3 +519,78 @@ def _train_reply(
             yield pb.SiteMessage(chunk=chunk)
     for chunk in payload_chunks(task, payload, chunk_bytes):
         yield pb.SiteMessage(chunk=chunk)
+
+
+class _Stream:
+    """One connection as the task loop sees it: the server's messages, and the site's replies.
+
+    With upload grants (``granted``: this site asked for them and the server's Welcome agreed)
+    a reply whose header announces vectors (a ``TrainReply`` or ``MaskedInput`` followed by
+    chunks) is sent as its header, then nothing but heartbeats until the server's
+    ``UploadGrant`` names its task, then its chunks. Whatever else arrives meanwhile (a next
+    task, when the server gave up on this one at its deadline, or a goodbye) is kept, in order,
+    for :meth:`read`."""
+
+    def __init__(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        write: Callable[[pb.SiteMessage], Awaitable[None]],
+        granted: bool,
+    ) -> None:
+        self._call = call
+        self._write = write
+        self._granted = granted
+        self._kept: deque[pb.ServerMessage] = deque()
+        self._ended = False
+
+    async def read(self) -> pb.ServerMessage | None:
+        """The server's next message; None once its stream has ended."""
+        if self._kept:
+            return self._kept.popleft()
+        return None if self._ended else await self._next()
+
+    async def _next(self) -> pb.ServerMessage | None:
+        message = await self._call.read()
+        if message is grpc.aio.EOF:
+            self._ended = True
+            return None
+        assert isinstance(message, pb.ServerMessage)
+        return message
+
+    async def reply(self, messages: Iterable[pb.SiteMessage]) -> None:
+        """Send a reply: its first message, and its chunks once the server grants them."""
+        them = iter(messages)
+        header = next(them, None)
+        if header is None:
+            return
+        await self._write(header)
+        first = next(them, None)
+        if first is None:
+            return
+        kind = header.WhichOneof("kind")
+        waits = self._granted and kind in ("train_reply", "masked_input")
+        if waits and not await self._grant(getattr(header, kind).task):
+            return  # the stream ends; the task loop reads what was kept and leaves
+        await self._write(first)
+        for message in them:
+            await self._write(message)
+
+    async def _grant(self, task: int) -> bool:
+        """Wait for the server's grant for ``task``'s chunks; False if the stream ends (or the
+        server says goodbye) first."""
+        while True:
+            message = await self._next()
+            if message is None:
+                return False
+            kind = message.WhichOneof("kind")
+            if kind == "upload_grant":
+                if message.upload_grant.task != task:
+                    raise ProtocolError(
+                        f"an upload grant for task {message.upload_grant.task} while task "
+                        f"{task}'s reply waits for one"
+                    )
+                return True
+            if kind != "heartbeat":
+                self._kept.append(message)
+            if kind == "goodbye":  # the server ends the stream: no grant will come
+                return False

@@ -119,7 +119,7 @@ class TaskFailed(_message.Message):
     def __init__(self, task: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("welcome", "heartbeat", "train", "evaluate", "goodbye", "chunk", "secure_train", "key_roster", "masking_request", "unmask_request")
+    __slots__ = ("welcome", "heartbeat", "train", "evaluate", "goodbye", "chunk", "secure_train", "key_roster", "masking_request", "unmask_request", "upload_grant")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class ServerMessage(_message.Message):
     KEY_ROSTER_FIELD_NUMBER: _ClassVar[int]
     MASKING_REQUEST_FIELD_NUMBER: _ClassVar[int]
     UNMASK_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_GRANT_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     heartbeat: Heartbeat
     train: TrainTask
@@ -140,10 +141,17 @@ class ServerMessage(_message.Message):
     key_roster: KeyRoster
     masking_request: MaskingRequest
     unmask_request: UnmaskRequest
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., train: _Optional[_Union[TrainTask, _Mapping]] = ..., evaluate: _Optional[_Union[EvaluateTask, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., secure_train: _Optional[_Union[SecureTrainTask, _Mapping]] = ..., key_roster: _Optional[_Union[KeyRoster, _Mapping]] = ..., masking_request: _Optional[_Union[MaskingRequest, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ...) -> None: ...
+    upload_grant: UploadGrant
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., train: _Optional[_Union[TrainTask, _Mapping]] = ..., evaluate: _Optional[_Union[EvaluateTask, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., secure_train: _Optional[_Union[SecureTrainTask, _Mapping]] = ..., key_roster: _Optional[_Union[KeyRoster, _Mapping]] = ..., masking_request: _Optional[_Union[MaskingRequest, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., upload_grant: _Optional[_Union[UploadGrant, _Mapping]] = ...) -> None: ...
+
+class UploadGrant(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: int
+    def __init__(self, task: _Optional[int] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("protocol_version", "site", "run", "config", "chunk_bytes", "heartbeat_seconds", "terms")
+    __slots__ = ("protocol_version", "site", "run", "config", "chunk_bytes", "heartbeat_seconds", "terms", "features")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +159,7 @@ class Welcome(_message.Message):
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TERMS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     site: str
     run: str
@@ -158,7 +167,8 @@ class Welcome(_message.Message):
     chunk_bytes: int
     heartbeat_seconds: float
     terms: RunTerms
-    def __init__(self, protocol_version: _Optional[int] = ..., site: _Optional[str] = ..., run: _Optional[str] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., chunk_bytes: _Optional[int] = ..., heartbeat_seconds: _Optional[float] = ..., terms: _Optional[_Union[RunTerms, _Mapping]] = ...) -> None: ...
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, protocol_version: _Optional[int] = ..., site: _Optional[str] = ..., run: _Optional[str] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., chunk_bytes: _Optional[int] = ..., heartbeat_seconds: _Optional[float] = ..., terms: _Optional[_Union[RunTerms, _Mapping]] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunTerms(_message.Message):
     __slots__ = ("algorithm", "model", "secure_aggregation", "epsilon", "delta", "recipients")
