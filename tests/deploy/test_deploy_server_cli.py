@@ -62,34 +62,28 @@ def test_dashboard_options_are_checked_before_the_federation_starts(
     assert "listening on" not in captured.out
 
 
-@pytest.mark.parametrize("uploads", ["0", "-1"])
-def test_uploads_below_one_are_refused_before_the_federation_starts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], uploads: str
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--uploads", "0", "uploads must be an integer >= 1, got 0"),
+        ("--uploads", "-1", "uploads must be an integer >= 1, got -1"),
+        (
+            "--malloc-arenas",
+            "-1",
+            "--malloc-arenas must be 0 (leave the allocator as it is) or a count >= 1, got -1",
+        ),
+    ],
+)
+def test_counts_below_their_minimum_are_refused_before_the_federation_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
 ) -> None:
     exp = tmp_path / "exp.toml"
     exp.write_text(experiment_text(clients=2, cohort=2))
     fed = federation(tmp_path / "fed", ["site-a", "site-b"])
     with pytest.raises(SystemExit) as exit_:
         main(["server", str(exp), "--dir", str(fed.root), "--listen", "127.0.0.1:0",
-              "--runs", str(tmp_path / "runs"), "--uploads", uploads])  # fmt: skip
+              "--runs", str(tmp_path / "runs"), flag, value])  # fmt: skip
     assert exit_.value.code == 2
     captured = capsys.readouterr()
-    assert f"uploads must be an integer >= 1, got {uploads}" in captured.err
-    assert "listening on" not in captured.out
-
-
-def test_a_negative_malloc_arena_count_is_refused_before_the_federation_starts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    exp = tmp_path / "exp.toml"
-    exp.write_text(experiment_text(clients=2, cohort=2))
-    fed = federation(tmp_path / "fed", ["site-a", "site-b"])
-    with pytest.raises(SystemExit) as exit_:
-        main(["server", str(exp), "--dir", str(fed.root), "--listen", "127.0.0.1:0",
-              "--runs", str(tmp_path / "runs"), "--malloc-arenas", "-1"])  # fmt: skip
-    assert exit_.value.code == 2
-    captured = capsys.readouterr()
-    assert "--malloc-arenas must be 0 (leave the allocator as it is) or a count >= 1, got -1" in (
-        " ".join(captured.err.split())
-    )
+    assert message in " ".join(captured.err.split())
     assert "listening on" not in captured.out
