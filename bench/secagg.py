@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +207,14 @@ class TrainingRound:
 # (local epochs, batch size): the fewest steps a client can take on this split, and McMahan et
 # al. 2017's E = 5, B = 10.
 WORKLOADS = ((1, 16), (5, 10))
+
+
+def best_round(clients: int, dims: int, dropout: float, repeats: int) -> RoundResult:
+    """The fastest (client plus server seconds) of ``repeats`` :func:`secure_round` s after a
+    warm-up round, whose first calls pay one-time costs."""
+    runs = [secure_round(clients, dims, dropout) for _ in range(repeats + 1)]
+    best = min(runs[1:], key=lambda r: r.client_seconds + r.server_seconds)
+    return replace(best, exact=all(r.exact for r in runs))
 
 
 def training_rounds(clients: int, hidden: int, repeats: int) -> tuple[int, list[TrainingRound]]:
@@ -460,7 +468,8 @@ def render(
         "Clients' inputs are random ring vectors; `dropped` clients vanish after sharing keys",
         "(their masks are then reconstructed). Client seconds are summed over the whole cohort;",
         "plain aggregation is the float64 weighted mean of the same number of float32 vectors.",
-        "`exact` checks the output against the plain modular sum of the survivors' inputs.",
+        "`exact` checks the output against the plain modular sum of the survivors' inputs (in",
+        "every round). Each row is the fastest of 3 rounds after a warm-up.",
         "",
         "| clients | entries | dropped | k | t | client s (all) | client s (each) | server s "
         "| plain s | bytes up / client | bytes down / client | exact |",
@@ -587,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         flower = None if args.quick else time_flower_shamir(args.flower_python, parties, t)
         shamir_rows.append((parties, t, share, rebuild, batch, flower))
     clients, dims = (10, 1_000) if args.quick else (100, 100_000)
-    rounds = [secure_round(clients, dims, 0.0), secure_round(clients, dims, 0.1)]
+    rounds = [best_round(clients, dims, 0.0, 3), best_round(clients, dims, 0.1, 3)]
     wire_clients = 100 if args.quick else 1024
     k, bits, up, ratio = expansion(wire_clients, 1 << 20)
     size, training = training_rounds(clients, 8 if args.quick else 1500, 3)
