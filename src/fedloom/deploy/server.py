@@ -30,6 +30,7 @@ from pathlib import Path
 
 from fedloom.algorithms import Algorithm
 from fedloom.auditing import RunAuditor, auditing, run_facts
+from fedloom.core import validate
 from fedloom.deploy.clip_check import ClipCheck
 from fedloom.deploy.live import FederationLive
 from fedloom.deploy.training import check_deployable, training_config
@@ -85,9 +86,9 @@ class ServerOptions:
     malloc_arenas: int | None = 1
 
     def __post_init__(self) -> None:
-        _count("uploads", self.uploads)
+        validate.positive_int("uploads", self.uploads)
         if self.malloc_arenas is not None:
-            _count("malloc_arenas", self.malloc_arenas)
+            validate.positive_int("malloc_arenas", self.malloc_arenas)
         if not self.sites:
             raise ValueError("sites must name at least one site (the federation's allow-list)")
         if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 4:
@@ -102,11 +103,6 @@ class ServerOptions:
             raise ValueError(
                 f"wait_for must be between 0 and the {len(self.sites)} sites, got {self.wait_for}"
             )
-
-
-def _count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def serve(

@@ -18,6 +18,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from fedloom.core import validate
+
 M_ARENA_MAX = -8
 """``mallopt``'s parameter for the most arenas (glibc's ``malloc.h``)."""
 
@@ -31,8 +33,7 @@ def environment_chooses() -> bool:
 def limit_malloc_arenas(count: int) -> bool:
     """Let glibc's malloc create at most ``count`` arenas from now on (``mallopt``); True if it
     accepted, False where it was not asked (not glibc, or the environment chose already)."""
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"the malloc arena count must be an integer >= 1, got {count!r}")
+    validate.positive_int("the malloc arena count", count)
     if environment_chooses():
         return False
     try:

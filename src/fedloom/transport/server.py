@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 
+from fedloom.core import validate
 from fedloom.core.layout import Layout
 from fedloom.pki import CertificateRefused, PkiError, Verifier
 from fedloom.policy import RunTerms
@@ -92,8 +93,7 @@ class ServiceConfig:
     grants: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.uploads, bool) or not isinstance(self.uploads, int) or self.uploads < 1:
-            raise ValueError(f"uploads must be an integer >= 1, got {self.uploads!r}")
+        validate.positive_int("uploads", self.uploads)
         if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 4:
             raise ValueError(
                 f"chunk_bytes must be a multiple of 4 in [1024, {MAX_CHUNK_BYTES}], "
