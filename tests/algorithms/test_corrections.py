@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from fedloom.algorithms import Algorithm, fednova, scaffold
 from fedloom.algorithms.corrections import FedNovaScale, ScaffoldControl
 from fedloom.client import CONTROL, FEDNOVA_NORM, LocalSGD
 from fedloom.core.layout import Field, Layout
 from fedloom.core.messages import Broadcast, ClientResult
-from fedloom.engine.rounds import init_state, run_round
+from fedloom.engine.rounds import apply_results, init_state, run_round
 from fedloom.engine.sampling import FixedCount
 from fedloom.engine.tasks import Reply, Task, TrainTask
 from fedloom.linear import LinearRegression
@@ -51,6 +52,15 @@ def test_scaffold_control_starts_at_zero_and_expects_a_full_vector() -> None:
     correction = ScaffoldControl()
     np.testing.assert_array_equal(correction.init(AGGREGATE)[CONTROL], np.zeros(3))
     assert correction.expected_extras(3) == {CONTROL: 3}
+
+
+def test_a_scaffold_step_without_its_summed_control_changes_is_refused() -> None:
+    algorithm = scaffold(LocalSGD(LinearRegression(2), lr=0.05, epochs=1, batch_size=1))
+    state = init_state(algorithm, np.zeros(3, dtype=np.float32))
+    results = [ClientResult(np.zeros(3, dtype=np.float32), 1)]
+    weights = np.ones(1)
+    with pytest.raises(ValueError, match=r"needs the summed extras \['control'\]"):
+        apply_results(algorithm, state, results, weights, population=1, aggregate=AGGREGATE)
 
 
 def test_fednova_scale_multiplies_by_the_weighted_mean_norm() -> None:

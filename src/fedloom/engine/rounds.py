@@ -227,7 +227,7 @@ def apply_results(
     ``aggregate``: the reducer's result, already folded as the updates arrived (a streamed
     round, :func:`streaming_fold`); the results' updates are then not read. ``sums``: the
     correction's :attr:`~fedloom.algorithms.algorithm.ServerCorrection.summed` extras, summed
-    as the replies arrived (the results no longer carry them); None sums them here.
+    as the replies arrived (:func:`run_round` folds them; the results no longer carry them).
 
     Returns the state of the next round and the metrics: the clients' example-weighted mean
     metrics, the stages' own, and the aggregate's norm.
@@ -259,11 +259,10 @@ def apply_results(
 
     extras = state.extras
     if algorithm.correction is not None:
-        if sums is None:
-            sums = {
-                name: np.sum([r.extras[name] for r in results], axis=0, dtype=np.float64)
-                for name in algorithm.correction.summed
-            }
+        sums = sums or {}
+        missing = sorted(set(algorithm.correction.summed) - set(sums))
+        if missing:
+            raise ValueError(f"the correction needs the summed extras {missing}; none were given")
         aggregate, extras = algorithm.correction.apply(
             aggregate, results, extras, sums=sums, population=population, layout=layout
         )
