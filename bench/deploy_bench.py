@@ -40,6 +40,12 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu() -> float:
+    """CPU seconds this process has used, user and kernel."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _layout(params: int):  # type: ignore[no-untyped-def]
     from fedloom.linear import LinearRegression
 
@@ -89,6 +95,7 @@ def server(args: argparse.Namespace) -> None:
     ) as executor:
         print("ready", flush=True)
         executor.wait_for_sites(len(sites))
+        cpu = _cpu()
         rounds = []
         for r in range(args.rounds):
             before = executor.traffic()
@@ -113,11 +120,12 @@ def server(args: argparse.Namespace) -> None:
             seconds = time.perf_counter() - started
             down, up = (a - b for a, b in zip(executor.traffic(), before, strict=True))
             rounds.append({"seconds": seconds, "bytes_down": down, "bytes_up": up})
-    _finish(rounds, probe)
+        cpu = _cpu() - cpu
+    _finish(rounds, probe, cpu)
 
 
-def _finish(rounds: list[dict[str, float]], probe: object) -> None:
-    out: dict[str, object] = {"rounds": rounds, "peak_mb": _peak_mb()}
+def _finish(rounds: list[dict[str, float]], probe: object, cpu: float | None = None) -> None:
+    out: dict[str, object] = {"rounds": rounds, "peak_mb": _peak_mb(), "cpu_seconds": cpu}
     if probe is not None:
         out["probe"] = probe.report()  # type: ignore[attr-defined]
     print(json.dumps(out), flush=True)
@@ -218,6 +226,12 @@ def site(args: argparse.Namespace) -> None:
 
     fed = Federation(Path(args.federation))
     name = f"site-{args.index}"
+    joined: list[float] = []
+
+    def prepare(_: object) -> Echo:  # at the server's Welcome, before the first task
+        joined.append(_cpu())
+        return Echo()
+
     credentials = SiteCredentials(
         fed.cert(name).read_bytes(), fed.key(name).read_bytes(), fed.ca_cert.read_bytes()
     )
@@ -225,14 +239,15 @@ def site(args: argparse.Namespace) -> None:
         target=f"127.0.0.1:{args.port}",
         name=name,
         layout=_layout(args.params),
-        prepare=lambda _: Echo(),
+        prepare=prepare,
         credentials=credentials,
     ).run()
-    print(json.dumps({"peak_mb": _peak_mb()}), flush=True)
+    print(json.dumps({"peak_mb": _peak_mb(), "cpu_seconds": _cpu() - joined[0]}), flush=True)
 
 
-def bare_tls(federation: Path, total: int, chunk: int = MB) -> float:
-    """Seconds to push ``total`` bytes through one TLS socket from this process to a child."""
+def bare_tls(federation: Path, total: int, chunk: int = MB) -> tuple[float, float]:
+    """Seconds to push ``total`` bytes through one TLS socket from this process to a child, and
+    the CPU seconds both ends used for it."""
     from fedloom.pki import Federation
 
     fed = Federation(federation)
@@ -259,16 +274,16 @@ def bare_tls(federation: Path, total: int, chunk: int = MB) -> float:
     connection, _ = listener.accept()
     payload = memoryview(np.random.default_rng(1).bytes(chunk))
     with context.wrap_socket(connection, server_side=True) as tls:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu()
         sent = 0
         while sent < total:
             tls.sendall(payload[: min(chunk, total - sent)])
             sent += min(chunk, total - sent)
         tls.recv(1)  # the sink's acknowledgement: everything arrived
-        seconds = time.perf_counter() - started
-    receiver.wait()
+        seconds, cpu = time.perf_counter() - started, _cpu() - cpu
+    out, _ = receiver.communicate()
     listener.close()
-    return seconds
+    return seconds, cpu + json.loads(out)["cpu_seconds"]
 
 
 def sink(args: argparse.Namespace) -> None:
@@ -282,13 +297,14 @@ def sink(args: argparse.Namespace) -> None:
         context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
     ):
         buffer = bytearray(MB)
-        got = 0
+        got, cpu = 0, _cpu()
         while got < args.total:
             n = tls.recv_into(buffer)
             if n == 0:
                 break
             got += n
         tls.sendall(b"k")
+        print(json.dumps({"cpu_seconds": _cpu() - cpu}), flush=True)
 
 
 def drive(args: argparse.Namespace, *, engine: bool, probe_mode: str | None) -> dict[str, object]:
@@ -342,7 +358,8 @@ def drive(args: argparse.Namespace, *, engine: bool, probe_mode: str | None) -> 
     ]
     out = json.loads(srv.stdout.read().strip().splitlines()[-1])
     srv.wait()
-    site_peaks = [json.loads(s.communicate()[0].strip().splitlines()[-1])["peak_mb"] for s in sites]
+    site_reports = [json.loads(s.communicate()[0].strip().splitlines()[-1]) for s in sites]
+    site_peaks = [report["peak_mb"] for report in site_reports]
     wall = time.perf_counter() - started
     rounds = out["rounds"]
     moved = sum(r["bytes_down"] + r["bytes_up"] for r in rounds)
@@ -350,9 +367,18 @@ def drive(args: argparse.Namespace, *, engine: bool, probe_mode: str | None) -> 
     # The machine is shared and noisy: the median round against the median of three bare TLS
     # runs (the first round also pays the sites' first touches of their buffers).
     round_rates = [(r["bytes_down"] + r["bytes_up"]) / MB / r["seconds"] for r in rounds]
-    tls_rates = [] if probe_mode else [moved / MB / bare_tls(fed.root, moved) for _ in range(3)]
+    tls_runs = [] if probe_mode else [bare_tls(fed.root, moved) for _ in range(3)]
+    tls_rates = [moved / MB / seconds for seconds, _ in tls_runs]
     grpc_rate = statistics.median(round_rates)
     tls_rate = statistics.median(tls_rates) if tls_rates else float("nan")
+    # CPU per MB moved, all processes together (on a machine with fewer cores than processes,
+    # throughput follows it): the server over its rounds, each site from its Welcome to its end.
+    grpc_cpu = (
+        None
+        if out["cpu_seconds"] is None
+        else out["cpu_seconds"] + sum(report["cpu_seconds"] for report in site_reports)
+    )
+    tls_cpu = statistics.median(cpu for _, cpu in tls_runs) if tls_runs else float("nan")
     model_mb = 4 * args.params / MB
     return {
         "sites": args.sites,
@@ -367,6 +393,11 @@ def drive(args: argparse.Namespace, *, engine: bool, probe_mode: str | None) -> 
         "bare_tls_mb_per_s": tls_rate,
         "bare_tls_mb_per_s_runs": tls_rates,
         "ratio": grpc_rate / tls_rate,
+        "grpc_cpu_ms_per_mb": None if grpc_cpu is None else 1000 * grpc_cpu / (moved / MB),
+        "server_cpu_ms_per_mb": None
+        if out["cpu_seconds"] is None
+        else 1000 * out["cpu_seconds"] / (moved / MB),
+        "bare_tls_cpu_ms_per_mb": 1000 * tls_cpu / (moved / MB),
         "server_peak_mb": out["peak_mb"],
         "site_peak_mb_max": max(site_peaks),
         "site_peak_mb_mean": sum(site_peaks) / len(site_peaks),

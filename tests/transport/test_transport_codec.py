@@ -17,11 +17,14 @@ from fedloom.transport.codec import (
     VectorReceiver,
     chunk_message,
     chunk_messages,
-    chunks,
     config_from_pb,
     config_to_pb,
     headers,
-    serialize_server_message,
+    message_kind,
+    read_chunk,
+    read_server_message,
+    read_site_message,
+    serialize_message,
     wire_bytes,
 )
 from fedloom.transport.config import PrivacyOptions, StageOptions, TrainingConfig
@@ -37,22 +40,94 @@ def test_a_hand_serialized_chunk_is_what_protobuf_writes(task: int, data: bytes)
     assert pb.ServerMessage.FromString(got) == want
     assert pb.SiteMessage.FromString(got).chunk == want.chunk  # the same field on both streams
     assert wire_bytes(got) == wire_bytes(want)
-    assert serialize_server_message(got) is got
-    assert serialize_server_message(want) == got
+    assert serialize_message(got) is got
+    assert serialize_message(want) == got
 
 
 def test_serialized_chunks_reassemble_like_message_chunks() -> None:
-    # A vector far longer than a chunk, with a partial last one: the serialized chunks parse
-    # to the Chunk messages chunks() makes, and a receiver rebuilds the vector exactly.
+    # A vector far longer than a chunk, with a partial last one: the serialized chunks are the
+    # vector's bytes in order, and a receiver rebuilds it exactly from what protobuf reads of
+    # them as from what read_chunk reads.
     vector = np.random.default_rng(4).standard_normal(70_001).astype(np.float32)
     messages = list(chunk_messages(300, vector, 4096))
-    assert [pb.ServerMessage.FromString(m).chunk for m in messages] == list(
-        chunks(300, vector, 4096)
-    )
-    receiver = VectorReceiver(300, headers([("w", vector)]), max_length=70_001, chunk_bytes=4096)
-    for message in messages:
-        receiver.add(pb.ServerMessage.FromString(message).chunk)
-    np.testing.assert_array_equal(receiver.result()["w"], vector)
+    parsed = [pb.ServerMessage.FromString(m).chunk for m in messages]
+    assert {c.task for c in parsed} == {300}
+    assert [len(c.data) for c in parsed] == [4096] * 68 + [280_004 - 68 * 4096]
+    assert b"".join(c.data for c in parsed) == vector.astype("<f4").tobytes()
+    for reading in (parsed, [read_chunk(m) for m in messages]):
+        receiver = VectorReceiver(
+            300, headers([("w", vector)]), max_length=70_001, chunk_bytes=4096
+        )
+        for chunk in reading:
+            assert chunk is not None
+            receiver.add(chunk)
+        np.testing.assert_array_equal(receiver.result()["w"], vector)
+
+
+CHUNK = st.builds(
+    lambda task, data: pb.Chunk(task=task, data=data),
+    st.integers(0, 2**64 - 1),
+    st.binary(max_size=300),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunk=CHUNK)
+def test_read_chunk_reads_what_protobuf_writes(chunk: pb.Chunk) -> None:
+    # Both streams' chunk messages, as protobuf serializes them, read without protobuf: the
+    # same task and data, the data a view into the received bytes (no copy), the size exact.
+    for message in (pb.ServerMessage(chunk=chunk), pb.SiteMessage(chunk=chunk)):
+        raw = message.SerializeToString()
+        got = read_chunk(raw)
+        if not chunk.data:  # protobuf omits empty data; a chunk is never empty
+            assert got is None
+            continue
+        assert got is not None
+        assert (got.task, bytes(got.data), got.wire) == (chunk.task, chunk.data, len(raw))
+        assert got.data.obj is raw
+        assert wire_bytes(got) == wire_bytes(message)
+
+
+def _other_encodings(chunk: pb.Chunk) -> list[bytes]:
+    """Valid encodings of a chunk message that protobuf reads but that are not its own layout."""
+    task = b"\x08" + _varint_bytes(chunk.task)
+    data = b"\x12" + _varint_bytes(len(chunk.data)) + chunk.data
+    unknown = b"\x18\x07"  # field 3, a varint: unknown to Chunk, kept by protobuf
+    return [
+        b"\x32" + _varint_bytes(len(data + task)) + data + task,  # fields in the other order
+        b"\x32" + _varint_bytes(len(task * 2 + data)) + task * 2 + data,  # task twice
+        b"\x32" + _varint_bytes(len(task + data + unknown)) + task + data + unknown,
+        b"\x32\x80",  # a length that never ends
+    ]
+
+
+def _varint_bytes(value: int) -> bytes:
+    return pb.Chunk(task=value).SerializeToString()[1:] if value else b"\x00"
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunk=CHUNK, noise=st.binary(max_size=40), cut=st.integers(0, 400))
+def test_read_chunk_leaves_everything_else_to_protobuf(
+    chunk: pb.Chunk, noise: bytes, cut: int
+) -> None:
+    # Other layouts, other messages, truncations and random bytes: read_chunk reads them as
+    # protobuf does, or not at all (None: the deserializer then asks protobuf).
+    raw = pb.SiteMessage(chunk=chunk).SerializeToString()
+    heartbeat = pb.SiteMessage(heartbeat=pb.Heartbeat(sent=1.5)).SerializeToString()
+    for candidate in [*_other_encodings(chunk), raw[:cut], raw + noise, noise, heartbeat]:
+        got = read_chunk(candidate)
+        if got is None:
+            continue
+        parsed = pb.SiteMessage.FromString(candidate)
+        assert parsed.WhichOneof("kind") == "chunk"
+        assert (got.task, bytes(got.data)) == (parsed.chunk.task, parsed.chunk.data)
+    for candidate in _other_encodings(chunk)[:3]:
+        assert read_chunk(candidate) is None
+        assert read_site_message(candidate) == pb.SiteMessage(
+            chunk=pb.SiteMessage.FromString(candidate).chunk
+        )
+    assert message_kind(read_site_message(heartbeat)) == "heartbeat"
+    assert message_kind(read_server_message(raw)) == "chunk"
 
 
 def test_a_receiver_allocates_its_vectors_at_their_first_chunk() -> None:
@@ -88,7 +163,9 @@ def test_chunks_reassemble_exactly(lengths: list[int], words: int) -> None:
     receiver = VectorReceiver(9, headers(vectors), max_length=3000, chunk_bytes=chunk_bytes)
     count = 0
     for _, vector in vectors:
-        for chunk in chunks(9, vector, chunk_bytes):
+        for message in chunk_messages(9, vector, chunk_bytes):
+            chunk = read_chunk(message)
+            assert chunk is not None
             assert 0 < len(chunk.data) <= chunk_bytes
             receiver.add(chunk)
             count += 1

@@ -8,12 +8,24 @@ import asyncio
 import numpy as np
 
 from fedloom.core.messages import ClientResult
-from fedloom.transport.codec import held_from_pb, held_to_pb
+from fedloom.transport.codec import (
+    FromSite,
+    WireMessage,
+    held_from_pb,
+    held_to_pb,
+    read_site_message,
+    serialize_message,
+)
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.session import Session, Traffic
 from fedloom.transport.site import _train_reply
 
 DIGEST = bytes(range(8))
+
+
+def arrived(message: pb.SiteMessage | WireMessage) -> FromSite:
+    """``message`` as the server's gRPC stream hands it to the session."""
+    return read_site_message(serialize_message(message))
 
 
 def test_a_report_needs_an_eight_byte_digest() -> None:
@@ -31,17 +43,19 @@ def test_the_session_follows_replies_failures_and_deadlines() -> None:
         seen = [session.held]
         session.expect(1, "train")
         for message in _train_reply(1, result, 1024, held_to_pb((2, DIGEST[::-1]))):
-            session.receive(message)
+            session.receive(arrived(message))
         seen.append(session.held)
         session.expect(2, "train")
-        session.receive(pb.SiteMessage(task_failed=pb.TaskFailed(task=2, reason="no model")))
+        session.receive(
+            arrived(pb.SiteMessage(task_failed=pb.TaskFailed(task=2, reason="no model")))
+        )
         seen.append(session.held)
         session.held = (3, DIGEST)
         session.expect(3, "train")
         session.cancel(3)
         seen.append(session.held)
         for message in _train_reply(3, result, 1024, held_to_pb((3, DIGEST))):  # late, still read
-            session.receive(message)
+            session.receive(arrived(message))
         seen.append(session.held)
         return seen
 
@@ -58,13 +72,13 @@ def test_a_deadline_that_passes_while_a_reply_arrives_drops_the_rest_quietly() -
         first = session.expect(1, "train")
         messages = list(_train_reply(1, result, 1024))
         assert len(messages) > 2  # a header and several chunks
-        session.receive(messages[0])
+        session.receive(arrived(messages[0]))
         session.cancel(1)
         for message in messages[1:]:
-            session.receive(message)
+            session.receive(arrived(message))
         second = session.expect(2, "train")
         for message in _train_reply(2, result, 1024):
-            session.receive(message)
+            session.receive(arrived(message))
         answer = await second
         return len(session.pending), answer, first.done()
 

@@ -16,8 +16,11 @@ from fedloom.transport.codec import (
     PAYLOAD_SLACK,
     ProtocolError,
     VectorReceiver,
+    chunk_of,
     max_payload,
-    payload_chunks,
+    payload_chunk_messages,
+    read_site_message,
+    serialize_message,
     wire_bytes,
 )
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
@@ -34,8 +37,8 @@ def deliver(result: ClientResult, *, entries: int, chunk_bytes: int) -> tuple[ob
         session = Session("site-x", "peer", entries, chunk_bytes, traffic)
         future = session.expect(7, "train")
         messages = list(_train_reply(7, result, chunk_bytes))
-        for message in messages:
-            session.receive(message)
+        for message in messages:  # as the server's gRPC stream reads them
+            session.receive(read_site_message(serialize_message(message)))
         assert traffic.up == sum(wire_bytes(m) for m in messages)
         return future.result(), len(messages), traffic.up
 
@@ -84,8 +87,8 @@ def test_payload_size_limit_is_the_float32_size_plus_slack() -> None:
 
 def test_payload_chunks_may_not_overflow_or_exceed_the_chunk_size() -> None:
     receiver = VectorReceiver(3, [], max_length=100, chunk_bytes=64, payload_length=100)
-    for chunk in payload_chunks(3, bytes(range(90)), 64):
-        receiver.add(chunk)
+    for message in payload_chunk_messages(3, bytes(range(90)), 64):
+        receiver.add(chunk_of(read_site_message(message)))
     assert not receiver.complete
     with pytest.raises(ProtocolError, match="overflow task 3's payload of 100 bytes"):
         receiver.add(pb.Chunk(task=3, data=b"x" * 11))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,7 +31,13 @@ from fedloom.secagg.messages import (
 )
 from fedloom.transport import GrpcExecutor, ServiceConfig, Site, SiteRefused, StageOptions
 from fedloom.transport import TrainingConfig as WireConfig
-from fedloom.transport.codec import ProtocolError
+from fedloom.transport.codec import (
+    ProtocolError,
+    WireMessage,
+    chunk_of,
+    read_site_message,
+    serialize_message,
+)
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 from fedloom.transport.secure_codec import (
     PackedReceiver,
@@ -52,9 +59,13 @@ SETUP = Setup(
 )  # fmt: skip
 
 
-def _wire(message: pb.ServerMessage | pb.SiteMessage) -> pb.ServerMessage | pb.SiteMessage:
-    """``message`` through its serialized bytes, as the other side reads it."""
-    return type(message).FromString(message.SerializeToString())
+def _wire(message: pb.ServerMessage | pb.SiteMessage | WireMessage) -> Any:
+    """``message`` through its serialized bytes, as the other side's gRPC stream reads it (a
+    site's chunks, serialized already, arrive as :class:`ChunkView` s)."""
+    raw = serialize_message(message)
+    if isinstance(message, pb.ServerMessage):
+        return pb.ServerMessage.FromString(raw)
+    return read_site_message(raw)
 
 
 def test_requests_and_replies_survive_the_wire() -> None:
@@ -118,7 +129,7 @@ def test_masked_vectors_travel_packed_in_chunks(
         messages[0].masked_input, length=length, bits=bits, chunk_bytes=chunk_bytes
     )
     for message in messages[1:]:
-        receiver.add(message.chunk)
+        receiver.add(chunk_of(message))
     assert receiver.complete
     result = receiver.result()
     assert (result.session, result.client) == (session, 5)

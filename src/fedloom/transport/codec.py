@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -35,11 +36,13 @@ class ProtocolError(Exception):
     """A message that breaks the fedloom protocol; the session that sent it is closed."""
 
 
-def wire_bytes(message: pb.SiteMessage | pb.ServerMessage | bytes) -> int:
+def wire_bytes(message: pb.SiteMessage | pb.ServerMessage | ChunkView | bytes) -> int:
     """Bytes ``message`` (or a serialized one) occupies in the gRPC stream: serialized size
     plus framing."""
     if isinstance(message, bytes):
         return len(message) + FRAME_BYTES
+    if isinstance(message, ChunkView):
+        return message.wire + FRAME_BYTES
     return int(message.ByteSize()) + FRAME_BYTES
 
 
@@ -210,18 +213,9 @@ def held_from_pb(message: pb.Hello | pb.TrainReply | pb.KeyAdvertisement) -> Hel
     return int(message.held.round), bytes(message.held.digest)
 
 
-def chunks(task: int, vector: Vector, chunk_bytes: int) -> Iterator[pb.Chunk]:
-    """``vector``'s little-endian float32 bytes in slices of at most ``chunk_bytes``, made one
-    at a time so only one slice is ever copied."""
-    data = np.ascontiguousarray(vector, dtype="<f4")
-    view = data.data.cast("B")
-    for start in range(0, len(view), chunk_bytes):
-        yield pb.Chunk(task=task, data=view[start : start + chunk_bytes].tobytes())
-
-
 WireMessage = bytes
-"""A ``ServerMessage`` already serialized (:func:`chunk_messages`); the server's stream writes
-it as it is."""
+"""A ``ServerMessage`` or ``SiteMessage`` already serialized (:func:`chunk_messages`); both
+streams write it as it is (:func:`serialize_message`)."""
 
 _CHUNK_FIELD = b"\x32"  # ServerMessage.chunk (and SiteMessage.chunk): field 6, length-delimited
 _TASK_FIELD = b"\x08"  # Chunk.task: field 1, varint
@@ -249,8 +243,9 @@ def chunk_message(task: int, data: bytes | memoryview) -> WireMessage:
 
 
 def chunk_messages(task: int, vector: Vector, chunk_bytes: int) -> Iterator[WireMessage]:
-    """:func:`chunks` as serialized ``ServerMessage`` s (:func:`chunk_message`), made one at a
-    time from views of ``vector``."""
+    """``vector``'s little-endian float32 bytes in slices of at most ``chunk_bytes``, each a
+    serialized chunk message (:func:`chunk_message`), made one at a time from views of
+    ``vector`` so only one slice is ever copied."""
     data = np.ascontiguousarray(vector, dtype="<f4")
     view = data.data.cast("B")
     for start in range(0, len(view), chunk_bytes):
@@ -258,24 +253,99 @@ def chunk_messages(task: int, vector: Vector, chunk_bytes: int) -> Iterator[Wire
 
 
 def payload_chunk_messages(task: int, payload: bytes, chunk_bytes: int) -> Iterator[WireMessage]:
-    """:func:`payload_chunks` as serialized ``ServerMessage`` s."""
+    """An encoded payload's bytes in slices of at most ``chunk_bytes``, each a serialized chunk
+    message."""
     view = memoryview(payload)
     for start in range(0, len(view), chunk_bytes):
         yield chunk_message(task, view[start : start + chunk_bytes])
 
 
-def serialize_server_message(message: pb.ServerMessage | WireMessage) -> bytes:
-    """The server stream's serializer: a message's bytes, or a serialized one as it is."""
+def serialize_message(message: pb.ServerMessage | pb.SiteMessage | WireMessage) -> bytes:
+    """Both streams' serializer: a message's bytes, or a serialized one as it is."""
     if isinstance(message, bytes):
         return message
     return bytes(message.SerializeToString())
 
 
-def payload_chunks(task: int, payload: bytes, chunk_bytes: int) -> Iterator[pb.Chunk]:
-    """An encoded payload's bytes in slices of at most ``chunk_bytes``."""
-    view = memoryview(payload)
-    for start in range(0, len(view), chunk_bytes):
-        yield pb.Chunk(task=task, data=view[start : start + chunk_bytes].tobytes())
+@dataclass(frozen=True, slots=True)
+class ChunkView:
+    """A ``chunk`` message read without protobuf (:func:`read_chunk`): its task, and its data as
+    a view into the bytes that arrived, so the receiver copies them once, into the vector."""
+
+    task: int
+    data: memoryview
+    wire: int
+    """The serialized message's size in bytes."""
+
+
+ChunkLike = pb.Chunk | ChunkView
+FromSite = pb.SiteMessage | ChunkView
+"""A message from a site as the server's deserializer hands it over (:func:`read_site_message`)."""
+FromServer = pb.ServerMessage | ChunkView
+"""A message from the server as a site's deserializer hands it over."""
+
+
+def _varint_at(raw: bytes, at: int) -> tuple[int, int] | None:
+    """The varint starting at ``raw[at]`` and the offset after it; None if it runs past the end
+    or past 10 bytes."""
+    value = shift = 0
+    for offset in range(at, min(at + 10, len(raw))):
+        byte = raw[offset]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, offset + 1
+        shift += 7
+    return None
+
+
+def read_chunk(raw: bytes) -> ChunkView | None:
+    """``raw`` as a ``ServerMessage`` or ``SiteMessage`` holding only a chunk (both use field 6)
+    in the layout protobuf itself writes (and :func:`chunk_message` copies): the chunk field's
+    tag and length, then the task's (if not 0) and the data's, filling ``raw`` exactly. Anything
+    else (another message, other field orders, repeated or unknown fields, a task of 2^64 or
+    more) is None: the caller hands it to protobuf, which reads every valid encoding. Where this
+    returns a chunk, protobuf reads the same task and data (tests/transport/test_codec.py)."""
+    if raw[:1] != _CHUNK_FIELD:
+        return None
+    outer = _varint_at(raw, 1)
+    if outer is None or outer[0] != len(raw) - outer[1]:
+        return None
+    at, task = outer[1], 0
+    if raw[at : at + 1] == _TASK_FIELD:
+        got = _varint_at(raw, at + 1)
+        if got is None or got[0] >= 1 << 64:
+            return None
+        task, at = got
+    if raw[at : at + 1] != _DATA_FIELD:
+        return None
+    size = _varint_at(raw, at + 1)
+    if size is None or size[0] != len(raw) - size[1]:
+        return None
+    return ChunkView(task, memoryview(raw)[size[1] :], len(raw))
+
+
+def read_site_message(raw: bytes) -> FromSite:
+    """The server's deserializer: a site's chunk read in place, any other message by protobuf."""
+    chunk = read_chunk(raw)
+    return pb.SiteMessage.FromString(raw) if chunk is None else chunk
+
+
+def read_server_message(raw: bytes) -> FromServer:
+    """A site's deserializer: the server's chunk read in place, anything else by protobuf."""
+    chunk = read_chunk(raw)
+    return pb.ServerMessage.FromString(raw) if chunk is None else chunk
+
+
+def message_kind(message: FromSite | FromServer) -> str:
+    """Which of its message's ``kind`` fields a message sets ("" if none)."""
+    if isinstance(message, ChunkView):
+        return "chunk"
+    return message.WhichOneof("kind") or ""
+
+
+def chunk_of(message: FromSite | FromServer) -> ChunkLike:
+    """A chunk message's chunk."""
+    return message if isinstance(message, ChunkView) else message.chunk
 
 
 def max_payload(entries: int) -> int:
@@ -340,15 +410,16 @@ class VectorReceiver:
     def complete(self) -> bool:
         return self._index >= len(self.lengths) and self._payload_filled == self.payload_length
 
-    def add(self, chunk: pb.Chunk) -> None:
+    def add(self, chunk: ChunkLike) -> None:
         if chunk.task != self.task:
             raise ProtocolError(f"chunk for task {chunk.task} while receiving task {self.task}")
         if self.complete:
             raise ProtocolError(f"more chunks than task {self.task}'s vectors hold")
+        data = chunk.data  # once: protobuf's Chunk copies its bytes at every read
         if self._index >= len(self.lengths):
-            self._add_payload(chunk.data)
+            self._add_payload(data)
             return
-        size = len(chunk.data)
+        size = len(data)
         if size == 0 or size % 4 or size > self.chunk_bytes:
             raise ProtocolError(
                 f"chunk of {size} bytes; chunks hold a positive multiple of 4 bytes, "
@@ -361,7 +432,7 @@ class VectorReceiver:
         count = size // 4
         if self._filled + count > len(target):
             raise ProtocolError(f"chunks overflow vector {self.names[self._index]!r}")
-        target[self._filled : self._filled + count] = np.frombuffer(chunk.data, dtype="<f4")
+        target[self._filled : self._filled + count] = np.frombuffer(data, dtype="<f4")
         self._filled += count
         self._skip_empty()
 
@@ -380,7 +451,7 @@ class VectorReceiver:
             raise ProtocolError(f"task {self.task}'s payload is incomplete")
         return bytes(self.payload) if self.payload_length else None
 
-    def _add_payload(self, data: bytes) -> None:
+    def _add_payload(self, data: bytes | memoryview) -> None:
         size = len(data)
         if size == 0 or size > self.chunk_bytes:
             raise ProtocolError(

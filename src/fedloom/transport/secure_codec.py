@@ -36,7 +36,7 @@ from fedloom.secagg.messages import (
     unpack_ring,
 )
 from fedloom.secagg.primitives import RingVector
-from fedloom.transport.codec import ProtocolError
+from fedloom.transport.codec import ChunkLike, ProtocolError, WireMessage, chunk_message
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
 
 FEATURE = "secagg.v1"
@@ -235,9 +235,10 @@ def reply_to_pb(
     bits: int,
     chunk_bytes: int,
     held: pb.HeldModel | None = None,
-) -> Iterator[pb.SiteMessage]:
+) -> Iterator[pb.SiteMessage | WireMessage]:
     """A site's answer to task ``task``: one message, and for a masked input its chunks (packed
-    to the round's ``bits``); ``held`` goes with a key advertisement (delta broadcasts)."""
+    to the round's ``bits``, serialized already); ``held`` goes with a key advertisement (delta
+    broadcasts)."""
     if isinstance(reply, Failure):
         yield pb.SiteMessage(task_failed=pb.TaskFailed(task=task, reason=reply.reason[:500]))
     elif isinstance(reply, KeyAdvertisement):
@@ -271,7 +272,7 @@ def reply_to_pb(
             )
         )
         for data in packed_chunks(vector, bits, chunk_bytes):
-            yield pb.SiteMessage(chunk=pb.Chunk(task=task, data=data))
+            yield chunk_message(task, data)
 
 
 def packed_chunks(vector: RingVector, bits: int, chunk_bytes: int) -> Iterator[bytes]:
@@ -326,15 +327,16 @@ class PackedReceiver:
     def complete(self) -> bool:
         return len(self._data) == self._size
 
-    def add(self, chunk: pb.Chunk) -> None:
+    def add(self, chunk: ChunkLike) -> None:
         if chunk.task != self.task:
             raise ProtocolError(f"chunk for task {chunk.task} while receiving task {self.task}")
-        size = len(chunk.data)
+        data = chunk.data
+        size = len(data)
         if size == 0 or size > self.chunk_bytes:
             raise ProtocolError(f"chunk of {size} bytes; chunks hold 1 to {self.chunk_bytes}")
         if len(self._data) + size > self._size:
             raise ProtocolError(f"chunks overflow the {self._size}-byte masked input")
-        self._data += chunk.data
+        self._data += data
 
     def result(self) -> MaskedInput:
         if not self.complete:

@@ -32,6 +32,8 @@ from fedloom.policy import RunTerms
 from fedloom.transport.codec import (
     GRANT_FEATURE,
     PROTOCOL_VERSION,
+    ChunkView,
+    FromSite,
     HeldReport,
     ProtocolError,
     config_to_pb,
@@ -39,7 +41,8 @@ from fedloom.transport.codec import (
     held_from_pb,
     layout_key,
     layout_key_from_pb,
-    serialize_server_message,
+    read_site_message,
+    serialize_message,
 )
 from fedloom.transport.config import PRIVACY_FEATURE, TrainingConfig
 from fedloom.transport.proto.v1 import fedloom_pb2 as pb
@@ -141,8 +144,8 @@ class FederationService:
             {
                 "Join": grpc.stream_stream_rpc_method_handler(
                     self.join,
-                    request_deserializer=pb.SiteMessage.FromString,
-                    response_serializer=serialize_server_message,
+                    request_deserializer=read_site_message,
+                    response_serializer=serialize_message,
                 )
             },
         )
@@ -159,7 +162,7 @@ class FederationService:
             session.send(None)
 
     async def join(
-        self, requests: AsyncIterator[pb.SiteMessage], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[FromSite], context: grpc.aio.ServicerContext
     ) -> None:
         peer = context.peer()
         try:
@@ -216,7 +219,7 @@ class FederationService:
             log.info("site %s left: %s", site, session.closed)
 
     async def _authenticate(
-        self, requests: AsyncIterator[pb.SiteMessage], context: grpc.aio.ServicerContext, peer: str
+        self, requests: AsyncIterator[FromSite], context: grpc.aio.ServicerContext, peer: str
     ) -> tuple[str, int | None, str | None, frozenset[str], HeldReport | None]:
         identity: str | None = None
         serial: int | None = None
@@ -250,7 +253,7 @@ class FederationService:
             raise _Refused(
                 grpc.StatusCode.INVALID_ARGUMENT, f"cannot read Hello: {error}"
             ) from None
-        if first.WhichOneof("kind") != "hello":
+        if isinstance(first, ChunkView) or first.WhichOneof("kind") != "hello":
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be Hello")
         hello = first.hello
         if hello.protocol_version != PROTOCOL_VERSION:
@@ -300,14 +303,14 @@ class FederationService:
             log.error("cannot read the revocation list: %s", error)
             return False
 
-    async def _read(self, session: Session, requests: AsyncIterator[pb.SiteMessage]) -> None:
+    async def _read(self, session: Session, requests: AsyncIterator[FromSite]) -> None:
         loop = asyncio.get_running_loop()
         session.last_seen = loop.time()
         admitted = False  # whether this session holds one of the upload slots
         try:
             async for message in requests:
                 session.last_seen = loop.time()
-                if message.WhichOneof("kind") == "refusal":
+                if not isinstance(message, ChunkView) and message.HasField("refusal"):
                     self._refusal(session, message.refusal.reason[:MAX_REASON])
                     return
                 if session.site in self.refused:  # it joined again and took part

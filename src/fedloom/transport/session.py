@@ -23,6 +23,9 @@ from fedloom.core.messages import ClientResult
 from fedloom.engine.tasks import Evaluation, Failure, Reply
 from fedloom.secagg.messages import SecureReply
 from fedloom.transport.codec import (
+    ChunkLike,
+    ChunkView,
+    FromSite,
     HeldReport,
     ProtocolError,
     VectorReceiver,
@@ -192,9 +195,12 @@ class Session:
             self.traffic.down += wire_bytes(message)
             yield message
 
-    def receive(self, message: pb.SiteMessage) -> None:
+    def receive(self, message: FromSite) -> None:
         """Handle one message from the site; :class:`ProtocolError` if it breaks the protocol."""
         self.traffic.up += wire_bytes(message)
+        if isinstance(message, ChunkView):
+            self._chunk(message)
+            return
         kind = message.WhichOneof("kind")
         if kind == "heartbeat":
             return
@@ -279,7 +285,7 @@ class Session:
         )
         self.receiving = header.task
 
-    def _chunk(self, chunk: pb.Chunk) -> None:
+    def _chunk(self, chunk: ChunkLike) -> None:
         if self.receiving is None or chunk.task != self.receiving:
             raise ProtocolError(f"chunk for task {chunk.task}, which is not sending vectors")
         pending = self.pending.get(chunk.task)

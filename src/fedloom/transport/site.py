@@ -39,15 +39,22 @@ from fedloom.transport.codec import (
     GRANT_FEATURE,
     PAYLOAD_SLACK,
     PROTOCOL_VERSION,
+    ChunkView,
+    FromServer,
     ProtocolError,
     VectorReceiver,
-    chunks,
+    WireMessage,
+    chunk_messages,
+    chunk_of,
     config_from_pb,
     headers,
     held_to_pb,
     layout_to_pb,
     max_payload,
-    payload_chunks,
+    message_kind,
+    payload_chunk_messages,
+    read_server_message,
+    serialize_message,
     stage_config_from_pb,
 )
 from fedloom.transport.config import PRIVACY_FEATURE, TrainingConfig
@@ -242,12 +249,12 @@ class Site:
         async with self._channel() as channel:
             call = channel.stream_stream(
                 METHOD,
-                request_serializer=pb.SiteMessage.SerializeToString,
-                response_deserializer=pb.ServerMessage.FromString,
+                request_serializer=serialize_message,
+                response_deserializer=read_server_message,
             )()
             lock = asyncio.Lock()
 
-            async def write(message: pb.SiteMessage) -> None:
+            async def write(message: pb.SiteMessage | WireMessage) -> None:
                 async with lock:
                     await call.write(message)
 
@@ -266,7 +273,7 @@ class Site:
             first = await call.read()
             if first is grpc.aio.EOF:
                 raise ProtocolError("the server closed the stream before its Welcome")
-            if first.WhichOneof("kind") != "welcome":
+            if isinstance(first, ChunkView) or first.WhichOneof("kind") != "welcome":
                 raise ProtocolError("the server's first message was not Welcome")
             welcome = first.welcome
             self.terms = terms_from_pb(welcome.terms) if welcome.HasField("terms") else None
@@ -289,7 +296,7 @@ class Site:
     async def _refuse(
         self,
         call: grpc.aio.StreamStreamCall,
-        write: Callable[[pb.SiteMessage], Awaitable[None]],
+        write: Callable[[pb.SiteMessage | WireMessage], Awaitable[None]],
         reason: str,
     ) -> None:
         """Tell the server why this site refuses the run, wait for it to end the stream (a
@@ -336,9 +343,11 @@ class Site:
             message = await stream.read()
             if message is None:
                 return None
-            kind = message.WhichOneof("kind")
+            kind = message_kind(message)
             if kind == "heartbeat":
                 continue
+            if isinstance(message, ChunkView):
+                raise ProtocolError(f"a chunk of task {message.task} that no task announced")
             if kind == "goodbye":
                 if message.goodbye.finished:
                     return message.goodbye.reason or "the run is over"
@@ -371,9 +380,9 @@ class Site:
                 part = await stream.read()
                 if part is None:
                     return None
-                if part.WhichOneof("kind") != "chunk":
+                if message_kind(part) != "chunk":
                     raise ProtocolError(f"expected a chunk of task {task.task}")
-                receiver.add(part.chunk)
+                receiver.add(chunk_of(part))
             vectors = receiver.result()
             payload = receiver.payload_result()
             if payload is not None:  # the model, encoded: the program decodes it
@@ -397,9 +406,9 @@ class Site:
             part = await stream.read()
             if part is None:
                 return False
-            if part.WhichOneof("kind") != "chunk":
+            if message_kind(part) != "chunk":
                 raise ProtocolError(f"expected a chunk of task {task.task}")
-            receiver.add(part.chunk)
+            receiver.add(chunk_of(part))
         program = self._program
         assert program is not None
         answer = await asyncio.to_thread(
@@ -424,7 +433,7 @@ class Site:
         vectors: dict[str, Vector],
         chunk_bytes: int,
         payload: bytes | None = None,
-    ) -> Iterator[pb.SiteMessage]:
+    ) -> Iterator[pb.SiteMessage | WireMessage]:
         program = self._program
         assert program is not None
         params = vectors.pop("params", None)
@@ -498,9 +507,10 @@ class Site:
 
 def _train_reply(
     task: int, result: ClientResult, chunk_bytes: int, held: pb.HeldModel | None = None
-) -> Iterator[pb.SiteMessage]:
+) -> Iterator[pb.SiteMessage | WireMessage]:
     """The reply's header, then its vectors' chunks, then its encoded update's (if any: the
-    update then travels only as those bytes)."""
+    update then travels only as those bytes); the chunks serialized already, each copied once
+    from the vector (:func:`~fedloom.transport.codec.chunk_message`)."""
     payload = result.payload or b""
     update = [] if result.payload is not None else [("update", result.update)]
     vectors = [*update, *result.extras.items()]
@@ -515,10 +525,8 @@ def _train_reply(
         )
     )
     for _, vector in vectors:
-        for chunk in chunks(task, vector, chunk_bytes):
-            yield pb.SiteMessage(chunk=chunk)
-    for chunk in payload_chunks(task, payload, chunk_bytes):
-        yield pb.SiteMessage(chunk=chunk)
+        yield from chunk_messages(task, vector, chunk_bytes)
+    yield from payload_chunk_messages(task, payload, chunk_bytes)
 
 
 class _Stream:
@@ -534,35 +542,36 @@ class _Stream:
     def __init__(
         self,
         call: grpc.aio.StreamStreamCall,
-        write: Callable[[pb.SiteMessage], Awaitable[None]],
+        write: Callable[[pb.SiteMessage | WireMessage], Awaitable[None]],
         granted: bool,
     ) -> None:
         self._call = call
         self._write = write
         self._granted = granted
-        self._kept: deque[pb.ServerMessage] = deque()
+        self._kept: deque[FromServer] = deque()
         self._ended = False
 
-    async def read(self) -> pb.ServerMessage | None:
+    async def read(self) -> FromServer | None:
         """The server's next message; None once its stream has ended."""
         if self._kept:
             return self._kept.popleft()
         return None if self._ended else await self._next()
 
-    async def _next(self) -> pb.ServerMessage | None:
+    async def _next(self) -> FromServer | None:
         message = await self._call.read()
         if message is grpc.aio.EOF:
             self._ended = True
             return None
-        assert isinstance(message, pb.ServerMessage)
+        assert isinstance(message, FromServer)
         return message
 
-    async def reply(self, messages: Iterable[pb.SiteMessage]) -> None:
+    async def reply(self, messages: Iterable[pb.SiteMessage | WireMessage]) -> None:
         """Send a reply: its first message, and its chunks once the server grants them."""
         them = iter(messages)
         header = next(them, None)
         if header is None:
             return
+        assert isinstance(header, pb.SiteMessage)  # a reply's first message is never a chunk
         await self._write(header)
         first = next(them, None)
         if first is None:
@@ -582,8 +591,9 @@ class _Stream:
             message = await self._next()
             if message is None:
                 return False
-            kind = message.WhichOneof("kind")
+            kind = message_kind(message)
             if kind == "upload_grant":
+                assert isinstance(message, pb.ServerMessage)
                 if message.upload_grant.task != task:
                     raise ProtocolError(
                         f"an upload grant for task {message.upload_grant.task} while task "
