@@ -3,9 +3,12 @@ reason, and afterwards the server still trains its run with the one good site.""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import re
 import socket
+import ssl
 import subprocess
 import threading
 from pathlib import Path
@@ -169,6 +172,22 @@ def test_refused_peers_leave_the_server_healthy(tmp_path: Path) -> None:
 
         with socket.create_connection(("127.0.0.1", port)) as raw:
             raw.sendall(os.urandom(4096))
+            noise = raw.getsockname()[1]
+        # TLS with no client certificate, and a connection that never starts its handshake
+        # (the server gives it --hello-timeout).
+        anonymous = ssl.create_default_context(cafile=fed.ca_cert)
+        anonymous.set_alpn_protocols(["h2"])
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            anonymous.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            no_certificate = tls.getsockname()[1]
+            with contextlib.suppress(OSError):
+                tls.recv(1)
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            mute = silent.getsockname()[1]
+            silent.settimeout(10)
+            assert silent.recv(1) == b""  # the server closed it
         channel = _channel(port, fed, "good")
         oversized = pb.SiteMessage(hello=pb.Hello(protocol_version=1, site="g" * (3 << 20)))
         with pytest.raises(grpc.RpcError) as error:
@@ -197,6 +216,22 @@ def test_refused_peers_leave_the_server_healthy(tmp_path: Path) -> None:
         stop(server.process, *([good] if good else []))
     log = server.output()
     assert "is revoked" in log
+    # gRPC refuses the handshakes; fedloom logs each with the peer (fedloom.cli.grpc_log)
+    failed = "fedloom.transport WARNING TLS handshake with ipv4:127.0.0.1:"
+    assert re.search(
+        f"{failed}\\d+ failed: CERTIFICATE_VERIFY_FAILED: certificate has expired", log
+    )
+    assert re.search(
+        f"{failed}\\d+ failed: CERTIFICATE_VERIFY_FAILED: unable to get local issuer "
+        "certificate \\(not signed by this federation's CA\\)",
+        log,
+    )
+    assert f"{failed}{noise} failed: WRONG_VERSION_NUMBER" in log
+    assert "the peer does not speak TLS" in log
+    assert f"{failed}{no_certificate} failed: PEER_DID_NOT_RETURN_A_CERTIFICATE" in log
+    assert f"{failed}{mute} failed: UNAVAILABLE: Handshake read failed (Endpoint closing)" in log
+    for traced in ("CallNextHandshakerLocked", "Handshake failed with error", "gRPC Tracers"):
+        assert traced not in log
     assert "not on the federation's allow-list" in log
     assert "no Hello within 1 s" in log
     with RunStore.open(tmp_path / "runs" / "fedloom.db") as store:

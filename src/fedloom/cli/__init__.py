@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from fedloom.cli import grpc_log
 from fedloom.cli.audit import audit
 from fedloom.cli.dashboard import dashboard
 from fedloom.cli.privacy import privacy as privacy_commands
@@ -318,7 +319,11 @@ cli.add_command(privacy_commands)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: user errors become one ``error:`` line and exit status 2."""
+    """Entry point: user errors become one ``error:`` line and exit status 2. Run as the
+    command (``argv`` None: the process is ours), a command serving gRPC over TLS first turns
+    gRPC's handshake log into warnings that name the peer (:mod:`fedloom.cli.grpc_log`)."""
+    if argv is None and grpc_log.wanted(sys.argv[1:]):
+        grpc_log.install()
     try:
         cli.main(args=argv, prog_name="fedloom", standalone_mode=False)
     except click.exceptions.Abort:

@@ -74,7 +74,8 @@ def _warn_insecure(who: str) -> None:
     "--hello-timeout",
     default=10.0,
     show_default=True,
-    help="Seconds a new connection may stay silent before its Hello.",
+    help="Seconds a new connection may take over its TLS handshake, then stay silent before "
+    "its Hello.",
 )
 @click.option("--chunk-bytes", default=1 << 20, show_default=True, help="Bytes per chunk.")
 @click.option(

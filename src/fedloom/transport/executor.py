@@ -227,7 +227,8 @@ class GrpcExecutor:
         return FederationService(self.config)
 
     async def _start(self, address: str, credentials: ServerCredentials | None) -> int:
-        server = grpc.aio.server(options=server_options(self.config.chunk_bytes))
+        handshake = ("grpc.server_handshake_timeout_ms", round(1000 * self.config.hello_timeout))
+        server = grpc.aio.server(options=(*server_options(self.config.chunk_bytes), handshake))
         server.add_generic_rpc_handlers((self.service.handler(),))
         if credentials is None:
             port = server.add_insecure_port(address)

@@ -70,8 +70,9 @@ class ServiceConfig:
 
     ``sites`` is the population in engine order (client ``i`` is ``sites[i]``); ``verifier``
     is None only on an insecure server. ``hello_timeout`` bounds how long a connection may
-    stay silent before its Hello; ``heartbeat`` is the interval both sides keep, and a site
-    silent for three intervals is dropped. ``terms``: what the run asks of the sites, sent in
+    take over its TLS handshake, and then how long it may stay silent before its Hello;
+    ``heartbeat`` is the interval both sides keep, and a site silent for three intervals is
+    dropped. ``terms``: what the run asks of the sites, sent in
     every Welcome for sites with their own policy to check (None: not stated). ``uploads``: how
     many sites' replies the server holds at once; another site's reply waits, unread, after its
     header (a site that speaks ``upload.grant.v1`` sends the rest only once granted the slot;
