@@ -53,12 +53,12 @@ def _layout(params: int):  # type: ignore[no-untyped-def]
 
 
 def _probe(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """The memory probe, if asked for; first the malloc arena limit, as ``fedloom server``
-    sets it at its start, before any other thread (the probe's) makes an arena."""
+    """The memory probe, if asked for; first glibc's malloc set, as ``fedloom server`` sets it
+    at its start, before any other thread (the probe's) makes an arena."""
     if args.malloc_arenas:
-        from fedloom.transport.allocator import limit_malloc_arenas
+        from fedloom.transport.allocator import tune_malloc
 
-        limit_malloc_arenas(args.malloc_arenas)
+        tune_malloc(args.malloc_arenas)
     if not args.probe:
         return None
     from memory_probe import Probe
@@ -224,6 +224,10 @@ def site(args: argparse.Namespace) -> None:
         def evaluate(self, params: object) -> Evaluation:
             return Evaluation(1, {"loss": 0.0})
 
+    if args.malloc_arenas:  # as `fedloom client` does, before gRPC's threads start
+        from fedloom.transport.allocator import tune_malloc
+
+        tune_malloc(args.malloc_arenas)
     fed = Federation(Path(args.federation))
     name = f"site-{args.index}"
     joined: list[float] = []
@@ -349,7 +353,17 @@ def drive(args: argparse.Namespace, *, engine: bool, probe_mode: str | None) -> 
     assert srv.stdout.readline().strip() == "ready"
     sites = [
         subprocess.Popen(
-            [sys.executable, __file__, "--role", "site", "--index", str(i), *common],
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "site",
+                "--index",
+                str(i),
+                "--malloc-arenas",
+                str(args.malloc_arenas),
+                *common,
+            ],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -433,15 +447,18 @@ def markdown(result: dict[str, object], command: str) -> str:
     )
     count = r.get("malloc_arenas")
     arenas = (
-        "glibc's own malloc arenas"
+        "glibc's malloc as it is"
         if not count
         else "one malloc arena"
         if count == 1
         else f"at most {count} malloc arenas"
     )
+    if count:
+        arenas += " and chunks kept on the heap, in the server and in every site"
     real_times = ", ".join(f"{t:.2f}" for t in real["round_seconds"])
     runs = ", ".join(f"{t:,.0f}" for t in r["bare_tls_mb_per_s_runs"])  # type: ignore[attr-defined]
     tls = f"{r['bare_tls_mb_per_s']:,.0f} MB/s (runs: {runs})"
+    cpu = f"{r['grpc_cpu_ms_per_mb']:.2f} ms (the server {r['server_cpu_ms_per_mb']:.2f})"
     return f"""# Deployment benchmark: gRPC with mutual TLS on loopback
 
 Made by `{command}` on a machine with {r["cpus"]} CPUs (sites, server and the TLS sink share
@@ -452,7 +469,10 @@ transport: per round each of {r["sites"]} sites receives the {r["params"]:,}-par
 ## The transport
 
 The server is `GrpcExecutor.run_each` with a float64 running mean, as the engine's streamed rounds
-drive it, with {arenas} (`fedloom server --malloc-arenas`).
+drive it, with {arenas} (`--malloc-arenas` of `fedloom server` and `fedloom client`). CPU
+is each process's own (`getrusage`, user and kernel): the server's over its rounds, each site's
+from the server's Welcome to its exit, the bare socket's sender and receiver over the
+transfer. With more processes than CPUs, throughput follows it.
 
 | measure | value |
 |---|---|
@@ -462,6 +482,8 @@ drive it, with {arenas} (`fedloom server --malloc-arenas`).
 | effective gRPC throughput, all rounds together | {r["grpc_mb_per_s_all_rounds"]:,.0f} MB/s |
 | bare TLS socket, same bytes, same machine: median of 3 runs | {tls} |
 | gRPC / bare TLS (medians) | {r["ratio"]:.2f} (target: at least 0.5) |
+| CPU per MB moved, server and sites together | {cpu} |
+| CPU per MB moved, bare TLS, both ends (median run) | {r["bare_tls_cpu_ms_per_mb"]:.2f} ms |
 | server peak resident memory | {r["server_peak_mb"]:,.0f} MB |
 | site peak resident memory, max | {r["site_peak_mb_max"]:,.0f} MB |
 | site peak resident memory, mean | {r["site_peak_mb_mean"]:,.0f} MB |
@@ -515,8 +537,9 @@ def main() -> None:
         "--malloc-arenas",
         type=int,
         default=1,
-        help="glibc malloc arenas the server may use (ServerOptions.malloc_arenas; 0: leave "
-        "the allocator as it is)",
+        help="glibc malloc arenas the server and each site may use, with chunks kept on the heap "
+        "(ServerOptions.malloc_arenas, fedloom client --malloc-arenas; 0: leave the allocator as "
+        "it is)",
     )
     parser.add_argument(
         "--engine", action="store_true", help="serve with the real server (fl.serve), not run_each"

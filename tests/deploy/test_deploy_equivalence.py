@@ -68,7 +68,7 @@ def test_grpc_run_equals_simulation(tmp_path: Path) -> None:
     ]
     assert all(len(p["updates"]) == len(p["participants"]) for p in round_entries)
     # ... trained by a server whose malloc shares one arena (ServerOptions.malloc_arenas)
-    assert "malloc arenas: at most 1" in server.output()
+    assert "malloc: at most 1 arena; chunks kept on the heap" in server.output()
     # ... whose sites waited for upload grants before sending their replies' vectors
     joins = [line for line in server.output().splitlines() if " joined from " in line]
     assert {s for s in SITES if any(f"site {s} joined" in line for line in joins)} == set(SITES)

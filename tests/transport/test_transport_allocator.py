@@ -1,6 +1,8 @@
-"""The malloc arena limit: glibc accepts it and threads started afterwards share the arenas
-allowed, not one each; an arena count the environment chose stands. Each case runs in its own
-interpreter (the limit is process-wide) and counts arenas with glibc's ``malloc_stats``."""
+"""glibc's malloc set for chunk traffic. The arena limit: glibc accepts it and threads started
+afterwards share the arenas allowed, not one each. Chunks kept on the heap: a stream of
+chunk-sized blocks stops costing fresh pages after its first pass. What the environment chose
+stands. Each case runs in its own interpreter (the settings are process-wide), counting arenas
+with glibc's ``malloc_stats`` and fresh pages as the kernel's minor page faults."""
 
 from __future__ import annotations
 
@@ -97,3 +99,72 @@ def test_an_arena_count_from_the_environment_stands() -> None:
 def test_a_count_below_one_or_not_an_integer_is_refused(count: object) -> None:
     with pytest.raises(ValueError, match=rf"integer >= 1, got {count!r}"):
         limit_malloc_arenas(count)  # type: ignore[arg-type]
+
+
+CHUNKS = textwrap.dedent(
+    """
+    import resource, sys
+    from fedloom.transport.allocator import keep_chunks_on_heap, tune_malloc
+
+    if sys.argv[1] == "keep":
+        print(keep_chunks_on_heap())
+    elif sys.argv[1] == "tune":
+        print(tune_malloc(1))
+
+    def faults():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    def stream():  # six 1 MiB chunks in flight, then gone, as a round's traffic comes and goes
+        held = [bytes(1 << 20) for _ in range(6)]
+        del held
+
+    for _ in range(3):  # the heap grows to what a pass needs
+        stream()
+    before = faults()
+    for _ in range(20):
+        stream()
+    print(faults() - before)
+    """
+)
+
+
+def fresh_pages(how: str, **env: str) -> tuple[list[str], int]:
+    """What the setting said, and the page faults of 20 passes of chunks after three."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    environment.pop("GLIBC_TUNABLES", None)
+    environment.update(PYTHONPATH=str(SRC), **env)
+    done = subprocess.run(
+        [sys.executable, "-c", CHUNKS, how],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    *said, faults = done.stdout.split("\n")[:-1]
+    return said, int(faults)
+
+
+PAGES_A_PASS = 6 * (1 << 20) // 4096
+
+
+@needs_glibc
+def test_chunks_kept_on_the_heap_stop_costing_fresh_pages() -> None:
+    said, faults = fresh_pages("keep")
+    assert said == ["True"]
+    assert faults < PAGES_A_PASS // 20  # 20 passes of six MiB, on pages already mapped
+    said, tuned = fresh_pages("tune")
+    assert said == ["at most 1 arena; chunks kept on the heap"]
+    assert tuned < PAGES_A_PASS // 20
+    _, untuned = fresh_pages("none")  # glibc's own placement maps fresh pages again and again
+    assert untuned > PAGES_A_PASS
+
+
+@needs_glibc
+def test_a_placement_from_the_environment_stands() -> None:
+    said, _ = fresh_pages("keep", MALLOC_TRIM_THRESHOLD_="131072")
+    assert said == ["False"]
+    said, _ = fresh_pages("tune", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=131072")
+    assert said == ["at most 1 arena; chunk blocks as glibc places them"]
+    said, _ = fresh_pages("tune", MALLOC_ARENA_MAX="2")
+    assert said == ["arenas as they are; chunks kept on the heap"]

@@ -31,6 +31,34 @@ class PolicyRefusal(click.ClickException):
         click.echo(f"refused: {self.message}", err=True)
 
 
+malloc_option = click.option(
+    "--malloc-arenas",
+    default=1,
+    show_default=True,
+    help="glibc malloc arenas this process may use, with chunk-sized blocks kept on the heap "
+    "(fewer arenas keep less freed memory; 0: leave the allocator as it is, as MALLOC_ARENA_MAX "
+    "in the environment does).",
+)
+
+
+def check_malloc_arenas(count: int) -> None:
+    if count < 0:
+        raise click.UsageError(
+            f"--malloc-arenas must be 0 (leave the allocator as it is) or a count >= 1, got {count}"
+        )
+
+
+def tune_malloc(count: int, *, say: bool = True) -> None:
+    """Set glibc's malloc for chunk traffic (:mod:`fedloom.transport.allocator`) before this
+    process's gRPC threads start, unless ``count`` is 0; ``say``: log what was done."""
+    from fedloom.transport.allocator import tune_malloc as tune
+
+    if count:
+        done = tune(count)
+        if say:
+            logging.getLogger("fedloom.transport").info("malloc: %s", done)
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -84,13 +112,7 @@ def _warn_insecure(who: str) -> None:
     show_default=True,
     help="Sites' replies the server holds at once (1: one model less in memory).",
 )
-@click.option(
-    "--malloc-arenas",
-    default=1,
-    show_default=True,
-    help="glibc malloc arenas the server may use (fewer keep less freed memory; 0: leave the "
-    "allocator as it is, as MALLOC_ARENA_MAX in the environment does).",
-)
+@malloc_option
 @click.option(
     "--runs",
     "runs_dir",
@@ -152,14 +174,9 @@ def server(
     from fedloom.pki import Federation, Verifier
     from fedloom.store import RunStore
     from fedloom.transport import ServerCredentials
-    from fedloom.transport.allocator import limit_malloc_arenas
 
     _logging(verbose)
-    if malloc_arenas < 0:
-        raise click.UsageError(
-            f"--malloc-arenas must be 0 (leave the allocator as it is) or a count >= 1, "
-            f"got {malloc_arenas}"
-        )
+    check_malloc_arenas(malloc_arenas)
     dashboard_config = None
     if with_dashboard:
         try:
@@ -221,8 +238,7 @@ def server(
         )
         sys.stdout.flush()
 
-    if options.malloc_arenas is not None:  # before the dashboard's thread makes an arena
-        limit_malloc_arenas(options.malloc_arenas)  # (serve does it too, for fl.serve)
+    tune_malloc(malloc_arenas, say=False)  # before the dashboard's thread (serve says it)
     runs_dir.mkdir(parents=True, exist_ok=True)
     try:
         with RunStore.open(runs_dir / STORE_FILE) as store, _dashboard(dashboard_config) as live:
@@ -344,6 +360,7 @@ def _dashboard(config: DashboardConfig | None) -> Iterator[FederationLive | None
     "residuals) after every round, as SITE.state.npz, so a restarted site goes on from it.",
 )
 @click.option("--no-state", is_flag=True, help="Keep the client state in memory only.")
+@malloc_option
 @click.option("--verbose", "-v", is_flag=True, help="Log connections and tasks.")
 @user_errors
 def client(
@@ -363,6 +380,7 @@ def client(
     policy_file: Path | None,
     state_dir: Path,
     no_state: bool,
+    malloc_arenas: int,
     verbose: bool,
 ) -> None:
     """Take part in a federation as one site, training on local data only."""
@@ -372,6 +390,7 @@ def client(
     from fedloom.transport import Backoff, PolicyRefused, Site, SiteCredentials, TrainingConfig
 
     _logging(verbose)
+    check_malloc_arenas(malloc_arenas)
     if insecure:
         if site_name is None:
             raise click.UsageError("--insecure needs --site NAME (no certificate names the site)")
@@ -398,6 +417,7 @@ def client(
         model = load_model(model_ref, loss=config.loss)
         return site_program(config, model, local, state=kept, run=site.run_id)
 
+    tune_malloc(malloc_arenas)
     site = Site(
         target=target,
         name=name,

@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from fedloom.cli.ca import ca_dir_option, user_errors
-from fedloom.cli.deploy import SERVER_CERT, _logging, _warn_insecure
+from fedloom.cli.deploy import (
+    SERVER_CERT,
+    _logging,
+    _warn_insecure,
+    check_malloc_arenas,
+    malloc_option,
+    tune_malloc,
+)
 
 
 @click.command()
@@ -58,6 +65,7 @@ from fedloom.cli.deploy import SERVER_CERT, _logging, _warn_insecure
 @click.option("--wait", "wait_for", type=int, help="Region sites to wait for (all).")
 @click.option("--deadline", default=60.0, show_default=True, help="Seconds a task waits.")
 @click.option("--give-up-after", type=float, help="Stop after this many seconds unjoined.")
+@malloc_option
 @click.option("--verbose", "-v", is_flag=True, help="Log connections and rounds.")
 @user_errors
 def relay(
@@ -76,6 +84,7 @@ def relay(
     wait_for: int | None,
     deadline: float,
     give_up_after: float | None,
+    malloc_arenas: int,
     verbose: bool,
 ) -> None:
     """Serve a region's sites and take part in the central federation as one site."""
@@ -85,6 +94,7 @@ def relay(
     from fedloom.transport import ServerCredentials, SiteCredentials
 
     _logging(verbose)
+    check_malloc_arenas(malloc_arenas)
     fed = Federation(root)
     sites = site_names(allowlist or fed.allowlist)
     if insecure:
@@ -109,6 +119,7 @@ def relay(
         )
         verifier = Verifier(root)
     layout = load_model(model_ref).layout
+    tune_malloc(malloc_arenas)
     options = RelayOptions(
         address=listen,
         sites=sites,

@@ -54,7 +54,7 @@ from fedloom.transport import (
     SiteRefusal,
     TrainingConfig,
 )
-from fedloom.transport.allocator import limit_malloc_arenas
+from fedloom.transport.allocator import tune_malloc
 
 log = logging.getLogger("fedloom.server")
 
@@ -68,9 +68,10 @@ class ServerOptions:
     all). ``deadline`` bounds each round's wait for replies. ``uploads``: how many sites' replies
     the server holds at once (``ServiceConfig.uploads``; 1 holds one model less, 2 keeps two
     uploads moving on a distant link). ``malloc_arenas``: how many glibc malloc arenas the
-    server process may use (:func:`~fedloom.transport.allocator.limit_malloc_arenas`; 1 keeps
-    about 60 MB less of gRPC's freed buffers resident with 20 sites); None leaves the allocator
-    as it is, as does ``MALLOC_ARENA_MAX`` set in the environment.
+    server process may use, with chunk-sized blocks kept on the heap
+    (:func:`~fedloom.transport.allocator.tune_malloc`; 1 keeps about 60 MB less of gRPC's freed
+    buffers resident with 20 sites, and chunks stop costing fresh pages); None leaves the
+    allocator as it is, as do ``MALLOC_ARENA_MAX`` and the like set in the environment.
     """
 
     address: str
@@ -226,11 +227,7 @@ def serve_plan(
         uploads=options.uploads,
     )
     if options.malloc_arenas is not None:  # before gRPC's threads make arenas of their own
-        limited = limit_malloc_arenas(options.malloc_arenas)
-        log.info(
-            "malloc arenas: %s",
-            f"at most {options.malloc_arenas}" if limited else "left as they are",
-        )
+        log.info("malloc: %s", tune_malloc(options.malloc_arenas))
     started = time.perf_counter()
     with GrpcExecutor(
         service,
