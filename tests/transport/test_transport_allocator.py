@@ -59,20 +59,26 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def arenas(limit: str, **env: str) -> tuple[str, int]:
-    """What ``limit_malloc_arenas(limit)`` returned (or nothing, for ``"none"``) in a fresh
-    interpreter, and how many arenas its threads then used."""
-    environment = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX",)}
+def fresh(script: str, argument: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``script`` run with ``argument`` in a fresh interpreter whose environment sets nothing
+    of malloc's but ``env``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     environment.pop("GLIBC_TUNABLES", None)
     environment.update(PYTHONPATH=str(SRC), **env)
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, limit],
+    return subprocess.run(
+        [sys.executable, "-c", script, argument],
         env=environment,
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
+
+
+def arenas(limit: str, **env: str) -> tuple[str, int]:
+    """What ``limit_malloc_arenas(limit)`` returned (or nothing, for ``"none"``) in a fresh
+    interpreter, and how many arenas its threads then used."""
+    done = fresh(SCRIPT, limit, env)
     count = sum(line.startswith("Arena ") for line in done.stderr.splitlines())
     return done.stdout.strip(), count
 
@@ -130,17 +136,7 @@ CHUNKS = textwrap.dedent(
 
 def fresh_pages(how: str, **env: str) -> tuple[list[str], int]:
     """What the setting said, and the page faults of 20 passes of chunks after three."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    environment.pop("GLIBC_TUNABLES", None)
-    environment.update(PYTHONPATH=str(SRC), **env)
-    done = subprocess.run(
-        [sys.executable, "-c", CHUNKS, how],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = fresh(CHUNKS, how, env)
     *said, faults = done.stdout.split("\n")[:-1]
     return said, int(faults)
 
