@@ -41,9 +41,9 @@ SERVING = frozenset({"server", "relay"})
 
 _PREFIX = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ (?P<file>[\w.+-]+):\d+\] (?P<text>.*)")
 _TRACER_FILES = frozenset({"handshaker.cc", "channel_trace.h"})
-_OURS = (  # gRPC's lines about the settings made here, at its start
-    ("log.cc", "Log level DEBUG is not suitable"),
-    ("trace.cc", "gRPC Tracers:"),
+_OURS = (  # gRPC's lines that the warnings or these settings make redundant
+    ("log.cc", "Log level DEBUG is not suitable"),  # at its start, on GRPC_VERBOSITY=debug
+    ("trace.cc", "gRPC Tracers:"),  # at its start, on GRPC_TRACE
     ("ssl_transport_security.cc", "Handshake failed"),  # the warning says it, with the peer
 )
 _HINTS = (
@@ -110,9 +110,7 @@ class GrpcLogFilter:
             ours = any(name == file and text.startswith(words) for file, words in _OURS)
             self._dropping = name in _TRACER_FILES or ours
             failed = _FAILED.match(text) if name == "handshaker.cc" else None
-            self._error = None if failed is None or failed["error"].startswith("OK") else (
-                failed["error"]
-            )  # fmt: skip
+            self._error = failed["error"] if failed and failed["error"][:2] != "OK" else None
             self._reported = False
         if not self._dropping:
             self._out.append(line)

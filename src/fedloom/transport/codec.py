@@ -304,7 +304,8 @@ def read_chunk(raw: bytes) -> ChunkView | None:
     tag and length, then the task's (if not 0) and the data's, filling ``raw`` exactly. Anything
     else (another message, other field orders, repeated or unknown fields, a task of 2^64 or
     more) is None: the caller hands it to protobuf, which reads every valid encoding. Where this
-    returns a chunk, protobuf reads the same task and data (tests/transport/test_codec.py)."""
+    returns a chunk, protobuf reads the same task and data
+    (tests/transport/test_transport_codec.py)."""
     if raw[:1] != _CHUNK_FIELD:
         return None
     outer = _varint_at(raw, 1)
