@@ -115,12 +115,17 @@ def test_install_reads_the_log_of_the_process_it_is_in(tmp_path: Path) -> None:
 
 
 def test_install_leaves_a_process_alone_that_it_cannot_serve() -> None:
-    # gRPC already imported (it read its settings then), or the user's own gRPC settings.
+    # gRPC already imported (it read its settings then), the user's own gRPC settings, or no
+    # standard error at all.
     check = (
         "import sys; {setup}; from fedloom.cli import grpc_log; "
         "sys.exit(0 if grpc_log.install() is False else 1)"
     )
-    for setup, env in (("import grpc", {}), ("pass", {"GRPC_VERBOSITY": "error"})):
+    for setup, env in (
+        ("import grpc", {}),
+        ("pass", {"GRPC_VERBOSITY": "error"}),
+        ("import os; os.close(2)", {}),  # no standard error to read from
+    ):
         done = subprocess.run(
             [sys.executable, "-c", check.format(setup=setup)],
             env={**os.environ, **env},

@@ -142,10 +142,13 @@ def install() -> bool:
         return False
     if "GRPC_TRACE" in os.environ or "GRPC_VERBOSITY" in os.environ:
         return False
+    try:
+        real = os.dup(2)
+    except OSError:  # no standard error at all: nothing to read gRPC's log from
+        return False
     os.environ["GRPC_TRACE"] = "handshaker"
     os.environ["GRPC_VERBOSITY"] = "debug"
     sys.stderr.flush()
-    real = os.dup(2)
     read, write = os.pipe()
     os.dup2(write, 2)
     os.close(write)
