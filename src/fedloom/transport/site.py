@@ -376,13 +376,8 @@ class Site:
                 chunk_bytes=chunk_bytes,
                 payload_length=int(task.payload_length) if kind == "train" else 0,
             )
-            while not receiver.complete:
-                part = await stream.read()
-                if part is None:
-                    return None
-                if message_kind(part) != "chunk":
-                    raise ProtocolError(f"expected a chunk of task {task.task}")
-                receiver.add(chunk_of(part))
+            if not await stream.read_vectors(receiver):
+                return None
             vectors = receiver.result()
             payload = receiver.payload_result()
             if payload is not None:  # the model, encoded: the program decodes it
@@ -402,13 +397,8 @@ class Site:
             chunk_bytes=chunk_bytes,
             payload_length=int(task.payload_length),
         )
-        while not receiver.complete:
-            part = await stream.read()
-            if part is None:
-                return False
-            if message_kind(part) != "chunk":
-                raise ProtocolError(f"expected a chunk of task {task.task}")
-            receiver.add(chunk_of(part))
+        if not await stream.read_vectors(receiver):
+            return False
         program = self._program
         assert program is not None
         answer = await asyncio.to_thread(
@@ -556,6 +546,18 @@ class _Stream:
         if self._kept:
             return self._kept.popleft()
         return None if self._ended else await self._next()
+
+    async def read_vectors(self, receiver: VectorReceiver) -> bool:
+        """Read the chunks of ``receiver``'s task into it until it is complete; False if the
+        stream ended first."""
+        while not receiver.complete:
+            part = await self.read()
+            if part is None:
+                return False
+            if message_kind(part) != "chunk":
+                raise ProtocolError(f"expected a chunk of task {receiver.task}")
+            receiver.add(chunk_of(part))
+        return True
 
     async def _next(self) -> FromServer | None:
         message = await self._call.read()
